@@ -16,6 +16,15 @@ ATARI_100K_GAMES: tuple[str, ...] = (
     "KungFuMaster", "MsPacman", "Pong", "PrivateEye", "Qbert", "RoadRunner", "Seaquest", "UpNDown",
 )
 
+# Size of each game's minimal action set (ALE 0.10+), so configs can be checked without starting an emulator;
+# tests/test_games.py checks this table against ale-py.
+NUM_ACTIONS: dict[str, int] = {
+    "Alien": 18, "Amidar": 10, "Assault": 7, "Asterix": 9, "BankHeist": 18, "BattleZone": 18, "Boxing": 18,
+    "Breakout": 4, "ChopperCommand": 18, "CrazyClimber": 9, "DemonAttack": 6, "Freeway": 3, "Frostbite": 18,
+    "Gopher": 8, "Hero": 18, "Jamesbond": 18, "Kangaroo": 18, "Krull": 18, "KungFuMaster": 14, "MsPacman": 9,
+    "Pong": 6, "PrivateEye": 18, "Qbert": 6, "RoadRunner": 18, "Seaquest": 18, "UpNDown": 6,
+}
+
 
 class UnknownGameError(ValueError):
     pass
@@ -30,6 +39,10 @@ def validate_game(game: str) -> str:
     raise UnknownGameError(
         f"Unknown game {game!r}. diamond_pl runs the 26 Atari-100k games: {', '.join(ATARI_100K_GAMES)}."
     )
+
+
+def num_actions(game: str) -> int:
+    return NUM_ACTIONS[validate_game(game)]
 
 
 def gym_id(game: str) -> str:

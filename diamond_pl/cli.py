@@ -1,0 +1,36 @@
+"""`python -m diamond_pl <command> ...`: one entry point, one module per command.
+
+Training commands (`fit`, `validate`) go through LightningCLI; the researcher tools are plain argparse programs in
+`diamond_pl/tools/`, each exposing `main(argv)`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# command -> (module with main(argv), one-line description)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "import-diamond": ("diamond_pl.tools.import_diamond", "convert a published DIAMOND agent .pt into a diamond_pl checkpoint"),
+}
+
+
+def usage() -> str:
+    width = max((len(n) for n in COMMANDS), default=0)
+    lines = ["usage: python -m diamond_pl <command> [options]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {desc}" for name, (_, desc) in COMMANDS.items()]
+    lines += ["", "Run `python -m diamond_pl <command> --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"error: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        raise SystemExit(2)
+    module = importlib.import_module(COMMANDS[name][0])
+    module.main(rest)
