@@ -1,0 +1,69 @@
+"""ActorCriticModule: the policy and value, trained only on imagined rollouts (reference spec §7).
+
+One optimiser step = one rollout of `backup_every` = 15 imagined steps for the world-model env's 32 envs, lambda returns
+over that chunk, and REINFORCE with the value baseline + value MSE - entropy bonus. The recurrent state and the
+imagined envs persist across steps (truncated BPTT), so consecutive updates continue the same imagined episodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from diamond_pl.envs.env_loop import EnvLoop
+from diamond_pl.modules.lambda_returns import actor_critic_loss, lambda_returns
+from diamond_pl.modules.optim import OptimConfig, configure_adamw
+from diamond_pl.nets.actor_critic_net import ActorCriticNet, ActorCriticNetConfig
+
+
+@dataclass
+class ActorCriticLossConfig:
+    gamma: float = 0.985  # discount
+    lambda_: float = 0.95  # lambda of the lambda returns
+    entropy_weight: float = 0.001
+    value_weight: float = 1.0
+    backup_every: int = 15  # imagined steps per update (truncated-BPTT chunk)
+    temperature: float = 1.0  # actor temperature when sampling actions; < 1 for games like Freeway (DIAMOND #34)
+
+
+def actor_critic_optim() -> OptimConfig:
+    return OptimConfig(lr=1e-4, eps=1e-8, weight_decay=0.0, warmup_steps=100, max_grad_norm=100.0)
+
+
+class ActorCriticModule(L.LightningModule):
+    def __init__(
+        self,
+        net: ActorCriticNetConfig,
+        loss: ActorCriticLossConfig | None = None,
+        optim: OptimConfig | None = None,
+    ) -> None:
+        super().__init__()
+        self.net_cfg = net
+        self.loss_cfg = loss or ActorCriticLossConfig()
+        self.optim_cfg = optim or actor_critic_optim()
+        self.net = ActorCriticNet(net)
+
+    def forward(self, obs: Tensor, hx_cx: tuple[Tensor, Tensor] | None = None):
+        return self.net(obs, hx_cx)
+
+    def imagination_loss(self, env_loop: EnvLoop) -> tuple[Tensor, dict[str, Tensor]]:
+        """Roll the policy out in imagination for one chunk and compute the loss on it."""
+        cfg = self.loss_cfg
+        rollout = env_loop.rollout(cfg.backup_every)
+        returns = lambda_returns(rollout.rew, rollout.end, rollout.trunc, rollout.value_bootstrap, cfg.gamma, cfg.lambda_)
+        loss, metrics = actor_critic_loss(
+            rollout.logits, rollout.value, rollout.act, returns, cfg.entropy_weight, cfg.value_weight
+        )
+        metrics["imagined_reward_mean"] = rollout.rew.detach().float().mean()
+        metrics["imagined_end_rate"] = rollout.end.detach().float().mean()
+        return loss, metrics
+
+    def make_env_loop(self, env, epsilon: float = 0.0, generator: torch.Generator | None = None) -> EnvLoop:
+        return EnvLoop(env, self.net, temperature=self.loss_cfg.temperature, epsilon=epsilon, generator=generator)
+
+    def configure_optimizers(self):
+        opt, sched = configure_adamw(self.net, self.optim_cfg)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
