@@ -20,7 +20,7 @@ from diamond_pl.nets.blocks import SmallResBlock, init_lstm
 
 @dataclass
 class ActorCriticNetConfig:
-    num_actions: int
+    num_actions: int | None = None  # follows the game when built by DiamondAgent
     img_channels: int = 3
     lstm_dim: int = 512
     channels: tuple[int, ...] = (32, 32, 64, 64)

@@ -26,7 +26,7 @@ from diamond_pl.nets.unet import UNet
 
 @dataclass
 class DenoiserNetConfig:
-    num_actions: int
+    num_actions: int | None = None  # follows the game when built by DiamondAgent
     img_channels: int = 3
     num_steps_conditioning: int = 4
     cond_channels: int = 256

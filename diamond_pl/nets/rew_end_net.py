@@ -28,7 +28,7 @@ NUM_END_CLASSES = 2  # continue / end
 
 @dataclass
 class RewEndNetConfig:
-    num_actions: int
+    num_actions: int | None = None  # follows the game when built by DiamondAgent
     img_channels: int = 3
     lstm_dim: int = 512
     cond_channels: int = 128

@@ -1,0 +1,197 @@
+"""DiamondAgent: the composite LightningModule that trains DIAMOND's three components (reference spec §9).
+
+It holds `denoiser` (DenoiserModule), `rew_end_model` (RewardEndModule) and `actor_critic` (ActorCriticModule), each
+with its own AdamW, warm-up schedule and gradient clipping, and optimises them manually: the train iterable yields one
+batch per optimiser step tagged with the component it is for (`data/schedule.py`), and `training_step` dispatches it.
+The actor-critic's "batch" is a marker: its data is an imagined rollout through `WorldModelEnv`, built from the
+denoiser's sampler, the reward/end model and real contexts from the train store.
+
+Hyperparameters are saved as plain dicts (`hparams`), so checkpoints load with `weights_only=True` and
+`DiamondAgent.load_from_checkpoint` rebuilds the same architecture.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, fields, is_dataclass, replace
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from diamond_pl.diffusion.sampler import SamplerConfig
+from diamond_pl.envs.world_model_env import WorldModelEnv, WorldModelEnvConfig
+from diamond_pl.games import num_actions as game_num_actions
+from diamond_pl.games import validate_game
+from diamond_pl.modules.actor_critic import ActorCriticLossConfig, ActorCriticModule, actor_critic_optim
+from diamond_pl.modules.denoiser import DenoiserModule, denoiser_optim
+from diamond_pl.modules.optim import OptimConfig
+from diamond_pl.modules.reward_end import RewardEndModule, reward_end_optim
+from diamond_pl.nets.actor_critic_net import ActorCriticNetConfig
+from diamond_pl.nets.denoiser_net import DenoiserNetConfig
+from diamond_pl.nets.rew_end_net import RewEndNetConfig
+
+COMPONENTS = ("denoiser", "rew_end_model", "actor_critic")  # training order within an epoch, and optimiser order
+
+
+def _as(cls, value):
+    """Accept a dataclass instance or a dict of its fields (checkpoints store dicts)."""
+    if value is None:
+        return None
+    if is_dataclass(value):
+        return value
+    names = {f.name for f in fields(cls)}
+    unknown = set(value) - names
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}; valid: {sorted(names)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
+
+
+def _with_actions(cfg, num_actions: int, what: str):
+    if cfg.num_actions is not None and cfg.num_actions != num_actions:
+        raise ValueError(
+            f"{what}.num_actions = {cfg.num_actions} but the game has {num_actions} actions; "
+            f"remove num_actions from the config (it follows the game)"
+        )
+    return replace(cfg, num_actions=num_actions)
+
+
+class DiamondAgent(L.LightningModule):
+    def __init__(
+        self,
+        game: str = "Breakout",
+        denoiser: DenoiserNetConfig = DenoiserNetConfig(),
+        sampler: SamplerConfig = SamplerConfig(),
+        denoiser_optim: OptimConfig = denoiser_optim(),
+        rew_end_model: RewEndNetConfig = RewEndNetConfig(),
+        rew_end_model_optim: OptimConfig = reward_end_optim(),
+        actor_critic: ActorCriticNetConfig = ActorCriticNetConfig(),
+        actor_critic_loss: ActorCriticLossConfig = ActorCriticLossConfig(),
+        actor_critic_optim: OptimConfig = actor_critic_optim(),
+        world_model_env: WorldModelEnvConfig = WorldModelEnvConfig(),
+        wm_metric_horizon: int = 15,
+    ) -> None:
+        """
+        Args:
+            game: Atari-100k game; sets the number of actions of every network.
+            denoiser: the denoiser network (paper: cond 256, channels [64]*4, depths [2]*4, no level attention).
+            sampler: next-frame sampler used in imagination (paper: 3 Euler steps, sigma 0.002..5, rho 7).
+            rew_end_model: the reward/end network (paper: LSTM 512, cond 128, channels [32]*4).
+            actor_critic: the actor-critic network (paper: LSTM 512, channels [32, 32, 64, 64]).
+            actor_critic_loss: gamma 0.985, lambda 0.95, entropy weight 0.001, 15-step chunks, temperature 1.
+            world_model_env: 32 imagined envs, horizon 15, 256 preloaded context batches.
+            *_optim: AdamW lr 1e-4, eps 1e-8, warm-up 100 steps; weight decay 0.01 / 0.01 / 0;
+                gradient clipping 1 / 100 / 100.
+            wm_metric_horizon: autoregressive steps of the world-model PSNR/SSIM test metric.
+        """
+        super().__init__()
+        self.automatic_optimization = False
+        self.game = validate_game(game)
+        a = game_num_actions(self.game)
+        denoiser = _with_actions(_as(DenoiserNetConfig, denoiser), a, "denoiser")
+        rew_end_model = _with_actions(_as(RewEndNetConfig, rew_end_model), a, "rew_end_model")
+        actor_critic = _with_actions(_as(ActorCriticNetConfig, actor_critic), a, "actor_critic")
+        sampler, world_model_env = _as(SamplerConfig, sampler), _as(WorldModelEnvConfig, world_model_env)
+        actor_critic_loss = _as(ActorCriticLossConfig, actor_critic_loss)
+        optims = {c: _as(OptimConfig, o) for c, o in zip(COMPONENTS, (denoiser_optim, rew_end_model_optim, actor_critic_optim))}
+        if actor_critic_loss.backup_every < 1 or world_model_env.horizon < 1:
+            raise ValueError("actor_critic_loss.backup_every and world_model_env.horizon must be >= 1")
+
+        # plain dicts only: checkpoints must load with weights_only=True
+        self.save_hyperparameters(
+            {
+                "game": self.game,
+                "denoiser": asdict(denoiser),
+                "sampler": asdict(sampler),
+                "denoiser_optim": asdict(optims["denoiser"]),
+                "rew_end_model": asdict(rew_end_model),
+                "rew_end_model_optim": asdict(optims["rew_end_model"]),
+                "actor_critic": asdict(actor_critic),
+                "actor_critic_loss": asdict(actor_critic_loss),
+                "actor_critic_optim": asdict(optims["actor_critic"]),
+                "world_model_env": asdict(world_model_env),
+                "wm_metric_horizon": wm_metric_horizon,
+            }
+        )
+        self.denoiser = DenoiserModule(denoiser, sampler, optims["denoiser"], wm_metric_horizon=wm_metric_horizon)
+        self.rew_end_model = RewardEndModule(rew_end_model, optims["rew_end_model"])
+        self.actor_critic = ActorCriticModule(actor_critic, actor_critic_loss, optims["actor_critic"])
+        self.world_model_env_cfg = world_model_env
+        self.env_loop = None  # imagination, built at the first actor-critic step of each epoch
+        self._grad_norms: dict[str, Tensor] = {}
+
+    @property
+    def num_actions(self) -> int:
+        return game_num_actions(self.game)
+
+    @property
+    def components(self) -> dict[str, L.LightningModule]:
+        return {"denoiser": self.denoiser, "rew_end_model": self.rew_end_model, "actor_critic": self.actor_critic}
+
+    # --- optimisation -------------------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        optimizers, schedulers = [], []
+        for module in self.components.values():
+            cfg = module.configure_optimizers()
+            optimizers.append(cfg["optimizer"])
+            schedulers.append(cfg["lr_scheduler"])
+        return optimizers, schedulers
+
+    def _optimizer_and_scheduler(self, component: str):
+        i = COMPONENTS.index(component)
+        opts, scheds = self.optimizers(), self.lr_schedulers()
+        return opts[i], scheds[i]
+
+    def training_step(self, batch: tuple[str, Any], batch_idx: int) -> None:
+        component, data = batch
+        module = self.components[component]
+        if component == "denoiser":
+            loss, metrics = module.loss(data)
+        elif component == "rew_end_model":
+            loss, metrics = module.loss(data, "train")
+        else:
+            loss, metrics = module.imagination_loss(self.imagination())
+
+        opt, sched = self._optimizer_and_scheduler(component)
+        lr = opt.param_groups[0]["lr"]  # the lr this step uses (0 at the very first step, as the reference)
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        opt.step()  # clipping happens in on_before_optimizer_step, after AMP unscaling
+        sched.step()
+
+        metrics = {f"{component}/train/{k}": v for k, v in metrics.items()}
+        metrics[f"{component}/train/grad_norm_before_clip"] = self._grad_norms.pop(component)
+        metrics[f"{component}/train/lr"] = lr
+        self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=1)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        i = [o.optimizer if hasattr(o, "optimizer") else o for o in self.trainer.optimizers].index(optimizer)
+        component = COMPONENTS[i]
+        module = self.components[component]
+        norm = torch.nn.utils.clip_grad_norm_(module.parameters(), module.optim_cfg.max_grad_norm)
+        self._grad_norms[component] = norm.detach()
+
+    def on_train_epoch_start(self) -> None:
+        # a fresh imagination each epoch: contexts from the data collected so far, burnt in with the current
+        # reward/end model; and a checkpoint at an epoch boundary then holds everything needed to resume exactly
+        self.env_loop = None
+
+    def on_train_epoch_end(self) -> None:
+        metrics = self.rew_end_model.classification_metrics("train")
+        self.log_dict({f"rew_end_model/train/{k}": v for k, v in metrics.items()}, batch_size=1)
+
+    # --- imagination --------------------------------------------------------------------------------------------
+    def imagination(self):
+        if self.env_loop is None:
+            dm = self.trainer.datamodule
+            n = self.denoiser.num_steps_conditioning
+            env = WorldModelEnv(
+                next_obs_fn=self.denoiser.sample_next_obs,
+                rew_end_fn=self.rew_end_model.net,
+                sample_contexts=dm.sampler("world_model_contexts", n).sample,
+                cfg=self.world_model_env_cfg,
+                device=self.device,
+            )
+            self.env_loop = self.actor_critic.make_env_loop(env)
+        self.env_loop.env.ensure_contexts(self.actor_critic.loss_cfg.backup_every)
+        return self.env_loop

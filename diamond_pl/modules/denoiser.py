@@ -1,0 +1,106 @@
+"""DenoiserModule: the diffusion world model of the next frame (reference spec §3, §5).
+
+Training: EDM denoising loss with offset noise over windows of n + 2 = 6 frames (two loss iterations, the second
+conditioned on the model's own quantised one-step reconstruction). Sampling: Karras schedule, 3 Euler steps.
+
+World-model quality (`world_model_metrics`): on real windows of n + K frames, generate K frames autoregressively from
+the n real context frames and the real actions, and compare the 1st and K-th generated frames with the real ones
+(PSNR, SSIM), next to the "repeat the last context frame" baseline. Most Atari pixels do not change between frames,
+so copying is a strong baseline that a useful world model must beat.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import Tensor
+from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
+from diamond_pl.data.batch import Batch
+from diamond_pl.diffusion.edm import Denoiser
+from diamond_pl.diffusion.sampler import DiffusionSampler, SamplerConfig
+from diamond_pl.modules.optim import OptimConfig, configure_adamw
+from diamond_pl.nets.denoiser_net import DenoiserNet, DenoiserNetConfig
+
+DATA_RANGE = 2.0  # frames live in [-1, 1]
+
+
+def denoiser_optim() -> OptimConfig:
+    return OptimConfig(lr=1e-4, eps=1e-8, weight_decay=0.01, warmup_steps=100, max_grad_norm=1.0)
+
+
+class DenoiserModule(L.LightningModule):
+    def __init__(
+        self,
+        net: DenoiserNetConfig,
+        sampler: SamplerConfig | None = None,
+        optim: OptimConfig | None = None,
+        sigma_data: float = 0.5,
+        sigma_offset_noise: float = 0.3,
+        wm_metric_horizon: int = 15,
+    ) -> None:
+        super().__init__()
+        self.net_cfg = net
+        self.sampler_cfg = sampler or SamplerConfig()
+        self.optim_cfg = optim or denoiser_optim()
+        self.denoiser = Denoiser(DenoiserNet(net), sigma_data=sigma_data, sigma_offset_noise=sigma_offset_noise)
+        self.sampler = DiffusionSampler(self.denoiser, self.sampler_cfg)
+        self.wm_metric_horizon = wm_metric_horizon
+        self.wm_metrics = torch.nn.ModuleDict(
+            {
+                f"{who}_{metric}_{step}": cls(data_range=DATA_RANGE)
+                for who in ("model", "copy")
+                for step in ("1step", f"{wm_metric_horizon}step")
+                for metric, cls in (("psnr", PeakSignalNoiseRatio), ("ssim", StructuralSimilarityIndexMeasure))
+            }
+        )
+
+    @property
+    def num_steps_conditioning(self) -> int:
+        return self.net_cfg.num_steps_conditioning
+
+    def loss(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        return self.denoiser.compute_loss(batch.obs_float(), batch.act, batch.mask_padding)
+
+    @torch.no_grad()
+    def sample_next_obs(self, prev_obs: Tensor, prev_act: Tensor, **kwargs) -> Tensor:
+        """Next frame (B, 3, H, W) in [-1, 1] from prev_obs (B, n, 3, H, W) and prev_act (B, n)."""
+        return self.sampler(prev_obs, prev_act, **kwargs)
+
+    # --- world-model quality ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def update_world_model_metrics(self, batch: Batch) -> None:
+        """Accumulate 1-step and K-step PSNR/SSIM of generated vs real frames, and of the copy baseline.
+
+        Uses only windows whose n + K frames are all real (batch of seq_len >= n + K)."""
+        n, k = self.num_steps_conditioning, self.wm_metric_horizon
+        if batch.seq_len < n + k:
+            raise ValueError(f"world-model metrics need windows of {n + k} frames, got {batch.seq_len}")
+        full = batch.mask_padding[:, : n + k].all(dim=1)
+        if not bool(full.any()):
+            return
+        obs = batch.obs_float()[full][:, : n + k]
+        act = batch.act[full][:, : n + k]
+        context_obs, copy = obs[:, :n], obs[:, n - 1]
+        for step in range(k):
+            pred = self.sample_next_obs(context_obs, act[:, step : step + n])
+            real = obs[:, n + step]
+            if step in (0, k - 1):
+                name = "1step" if step == 0 else f"{k}step"
+                for who, frame in (("model", pred), ("copy", copy)):
+                    self.wm_metrics[f"{who}_psnr_{name}"].update(frame, real)
+                    self.wm_metrics[f"{who}_ssim_{name}"].update(frame, real)
+            context_obs = torch.cat((context_obs[:, 1:], pred[:, None]), dim=1)
+
+    def compute_world_model_metrics(self) -> dict[str, Tensor]:
+        """The accumulated metrics (empty if nothing was accumulated); then reset."""
+        out = {}
+        for name, metric in self.wm_metrics.items():
+            if metric.update_count > 0:
+                out[f"world_model/{name}"] = metric.compute()
+            metric.reset()
+        return out
+
+    def configure_optimizers(self):
+        opt, sched = configure_adamw(self.denoiser, self.optim_cfg)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
