@@ -11,6 +11,7 @@ import sys
 
 # command -> (module with main(argv), one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "fit": ("diamond_pl.train", "train (or resume with --ckpt_path last) from a YAML config, via LightningCLI"),
     "import-diamond": ("diamond_pl.tools.import_diamond", "convert a published DIAMOND agent .pt into a diamond_pl checkpoint"),
 }
 

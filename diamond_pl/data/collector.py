@@ -115,8 +115,14 @@ class Collector:
             raise ValueError("give exactly one of num_steps and num_episodes")
         if self.reset_every_collect or self._obs is None:
             self._start()
+        # Episodes from parallel envs: env i plays a fixed quota, so that short episodes (which finish first) are not
+        # over-represented; with one env this is simply "the next num_episodes episodes".
+        quota = None
+        if num_episodes is not None:
+            quota = np.full(self.num_envs, num_episodes // self.num_envs)
+            quota[: num_episodes % self.num_envs] += 1
         steps, finished = 0, []
-        while (steps < num_steps) if num_steps is not None else (len(finished) < num_episodes):
+        while (steps < num_steps) if num_steps is not None else (quota > 0).any():
             obs = self._obs
             act = np.asarray(self.policy.act(obs), dtype=np.int64)
             if self.epsilon > 0 and self.rng.random() < self.epsilon:
@@ -126,6 +132,11 @@ class Collector:
             for i in range(self.num_envs):
                 self._buffers[i].append(obs[i], act[i], step.rew[i], step.end[i], step.trunc[i])
             for i in np.flatnonzero(done):
+                if quota is not None:
+                    if quota[i] == 0:  # this env has played its share: discard
+                        self._buffers[i].clear()
+                        continue
+                    quota[i] -= 1
                 finished.append(self._store(i, self._buffers[i].episode(final_obs=step.final_obs[i])))
             if done.any():
                 self.policy.reset(done)

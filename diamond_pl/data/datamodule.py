@@ -11,6 +11,7 @@ The checkpointed state is small: per-store episode lengths (the files stay on di
 from __future__ import annotations
 
 import zlib
+from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
@@ -18,6 +19,7 @@ import lightning as L
 import numpy as np
 
 from diamond_pl.data.sampler import DEFAULT_SAMPLE_WEIGHTS, SegmentSampler, check_sample_weights
+from diamond_pl.data.schedule import UpdateCounts, UpdateSchedule
 from diamond_pl.data.store import EpisodeStore
 from diamond_pl.data.traversal import Traversal
 from diamond_pl.games import validate_game
@@ -28,7 +30,10 @@ STATE_VERSION = 1
 class ReplayDataModule(L.LightningDataModule):
     def __init__(self, run_dir: str = "runs/default", game: str = "Breakout", batch_size: int = 32,
                  sample_weights: Sequence[float] | None = DEFAULT_SAMPLE_WEIGHTS, static_dataset: str | None = None,
-                 ignore_sample_weights: bool = True, seed: int | None = None) -> None:
+                 ignore_sample_weights: bool = True, seed: int | None = None,
+                 updates_first_epoch: UpdateCounts = UpdateCounts(10_000, 10_000, 5_000),
+                 updates_per_epoch: UpdateCounts = UpdateCounts(400, 400, 400),
+                 denoiser_seq_len: int = 6, rew_end_seq_len: int = 19) -> None:
         """
         Args:
             run_dir: run folder; the datasets go to `<run_dir>/dataset/{train,test}`.
@@ -39,9 +44,23 @@ class ReplayDataModule(L.LightningDataModule):
             static_dataset: folder with `train/` and `test/` episode folders to train on instead of collecting.
             ignore_sample_weights: with a static dataset, sample uniformly over steps (the reference's default).
             seed: seeds the samplers (each gets its own stream, derived from its name); None = fresh entropy.
+            updates_first_epoch: optimiser steps per component in epoch 1 (paper: 10k / 10k / 5k).
+            updates_per_epoch: optimiser steps per component in later epochs (paper: 400 / 400 / 400).
+            denoiser_seq_len: frames per denoiser window = n + 1 + autoregressive steps (paper: 4 + 1 + 1 = 6).
+            rew_end_seq_len: frames per reward/end window = imagination horizon + n (paper: 15 + 4 = 19).
         """
         super().__init__()
-        self.save_hyperparameters()
+        self.updates_first_epoch = updates_first_epoch if isinstance(updates_first_epoch, UpdateCounts) else UpdateCounts(**updates_first_epoch)
+        self.updates_per_epoch = updates_per_epoch if isinstance(updates_per_epoch, UpdateCounts) else UpdateCounts(**updates_per_epoch)
+        self.denoiser_seq_len, self.rew_end_seq_len = denoiser_seq_len, rew_end_seq_len
+        # plain values only in hparams: checkpoints must load with weights_only=True
+        self.save_hyperparameters({
+            "run_dir": run_dir, "game": game, "batch_size": batch_size,
+            "sample_weights": None if sample_weights is None else list(sample_weights),
+            "static_dataset": static_dataset, "ignore_sample_weights": ignore_sample_weights, "seed": seed,
+            "updates_first_epoch": asdict(self.updates_first_epoch), "updates_per_epoch": asdict(self.updates_per_epoch),
+            "denoiser_seq_len": denoiser_seq_len, "rew_end_seq_len": rew_end_seq_len,
+        })
         check_sample_weights(sample_weights)  # fail at configuration time, not at the first batch
         self.run_dir = Path(run_dir)
         self.game = validate_game(game)
@@ -86,6 +105,23 @@ class ReplayDataModule(L.LightningDataModule):
             raise ValueError(f"sampler {name!r} exists with seq_len={sampler.seq_len}, "
                              f"can_sample_beyond_end={sampler.can_sample_beyond_end}")
         return sampler
+
+    def updates(self, epoch: int) -> UpdateCounts:
+        """Optimiser steps per component in (0-based) `epoch`."""
+        return self.updates_first_epoch if epoch == 0 else self.updates_per_epoch
+
+    def train_dataloader(self) -> UpdateSchedule:
+        """This epoch's updates: denoiser windows (left padding only), reward/end windows (padding on both sides),
+        then actor-critic markers. Rebuilt every epoch (`reload_dataloaders_every_n_epochs=1`)."""
+        epoch = self.trainer.current_epoch if getattr(self, "trainer", None) is not None else 0
+        n = self.updates(epoch)
+        den = self.sampler("denoiser", self.denoiser_seq_len)
+        rew = self.sampler("rew_end_model", self.rew_end_seq_len, can_sample_beyond_end=True)
+        return UpdateSchedule([
+            ("denoiser", n.denoiser, den.sample),
+            ("rew_end_model", n.rew_end_model, rew.sample),
+            ("actor_critic", n.actor_critic, None),
+        ])
 
     def test_traversal(self, seq_len: int) -> Traversal:
         """All test episodes in consecutive windows of `seq_len` (spec §2.6)."""

@@ -13,7 +13,8 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from diamond_pl.envs.env_loop import EnvLoop
+from diamond_pl.data.frames import uint8_to_float
+from diamond_pl.envs.env_loop import EnvLoop, policy_step
 from diamond_pl.modules.lambda_returns import actor_critic_loss, lambda_returns
 from diamond_pl.modules.optim import OptimConfig, configure_adamw
 from diamond_pl.nets.actor_critic_net import ActorCriticNet, ActorCriticNetConfig
@@ -67,3 +68,40 @@ class ActorCriticModule(L.LightningModule):
     def configure_optimizers(self):
         opt, sched = configure_adamw(self.net, self.optim_cfg)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class ActorCriticPolicy:
+    """The actor-critic acting in the real env (the `Policy` of `data.collector`): uint8 frames in, actions out.
+
+    Uses the env loop's `policy_step` (the same action sampling as imagination); the recurrent state is zeroed
+    for envs whose episode ended (in the train env that includes every life loss). Epsilon is the collector's.
+    """
+
+    def __init__(self, net: ActorCriticNet, temperature: float = 1.0) -> None:
+        self.net, self.temperature = net, temperature
+        self.hx_cx: tuple[Tensor, Tensor] | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    @torch.no_grad()
+    def act(self, obs):
+        x = uint8_to_float(torch.from_numpy(obs).to(self.device))
+        if self.hx_cx is None or self.hx_cx[0].shape[0] != x.shape[0]:
+            zeros = torch.zeros(x.shape[0], self.net.lstm.hidden_size, device=self.device)
+            self.hx_cx = (zeros, zeros.clone())
+        act, _, _, self.hx_cx = policy_step(self.net, x, self.hx_cx, self.temperature)
+        return act.cpu().numpy()
+
+    def reset(self, mask) -> None:
+        if self.hx_cx is not None:
+            keep = ~torch.as_tensor(mask, device=self.device)[:, None]
+            self.hx_cx = (self.hx_cx[0] * keep, self.hx_cx[1] * keep)
+
+    def state_dict(self) -> dict:
+        return {"hx_cx": None if self.hx_cx is None else [t.detach().cpu() for t in self.hx_cx]}
+
+    def load_state_dict(self, state: dict) -> None:
+        hc = state.get("hx_cx")
+        self.hx_cx = None if hc is None else (hc[0].to(self.device), hc[1].to(self.device))

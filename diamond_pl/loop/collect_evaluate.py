@@ -1,0 +1,255 @@
+"""CollectAndEvaluate: the real-environment side of DIAMOND's training loop (reference spec §9.3, §9.4, §10).
+
+  fit start      initial collection: `initial_steps_min` random-policy steps (the actor's heads are zero, so its
+                 policy is uniform), extended by `initial_steps_increment` until the train set holds
+                 `threshold_rew` minority-class rewards or `initial_steps_max` steps; this fixes the number of
+                 collection epochs = (total_env_steps - initial steps) / steps_per_epoch, and the run lasts that
+                 many epochs plus `num_final_epochs`. Then the first epoch's `steps_per_epoch` steps.
+  epoch e end    evaluation if e % eval_every == 0 (full test games, epsilon 0, plus world-model test metrics);
+                 collection of the next epoch's steps while e + 1 <= collection epochs.
+  fit end        final evaluation over `final_eval_episodes` full games (parallel envs).
+
+Collection happens at epoch *end* (Lightning fetches an epoch's first batch before `on_train_epoch_start`), before
+the checkpoint callbacks run, so `last.ckpt` holds the data the next epoch trains on. The callback's state — epochs,
+collector (env emulator state, in-progress episode, policy LSTM state) and every RNG — goes into the checkpoint, so a
+resume continues exactly where the checkpoint was taken.
+"""
+
+from __future__ import annotations
+
+import random
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from diamond_pl.data.collector import Collector, RandomPolicy
+from diamond_pl.envs.atari import AtariEnv
+from diamond_pl.games import human_normalised_score
+from diamond_pl.loop.evaluation import imagined_vs_real, log_gif, side_by_side_gif, world_model_test_metrics
+from diamond_pl.modules.actor_critic import ActorCriticPolicy
+
+STATE_VERSION = 1
+
+
+def rng_state() -> dict:
+    """Global RNG states as weights_only-safe values (tensors, lists, ints)."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *[int(x) if isinstance(x, (int, np.integer)) else float(x) for x in np_state[2:]]],
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+class CollectAndEvaluate(Callback):
+    def __init__(
+        self,
+        total_env_steps: int = 100_000,
+        steps_per_epoch: int = 100,
+        initial_steps_min: int = 5_000,
+        initial_steps_max: int = 10_000,
+        initial_steps_increment: int = 100,
+        threshold_rew: int = 10,
+        num_final_epochs: int = 50,
+        epsilon: float = 0.01,
+        noop_max: int = 30,
+        eval_every: int = 10,
+        eval_episodes: int = 4,
+        final_eval_episodes: int = 100,
+        num_eval_envs: int = 4,
+        seed: int | None = None,
+    ) -> None:
+        """
+        Args:
+            total_env_steps: real train-env steps of the whole run (Atari 100k: 100,000 agent steps = 400k frames).
+            steps_per_epoch: real steps collected at the start of each collection epoch (paper: 100).
+            initial_steps_min / initial_steps_max / initial_steps_increment / threshold_rew: initial random
+                collection of 5,000 steps, extended by 100 until 10 minority-class rewards or 10,000 steps.
+            num_final_epochs: training epochs after the last collection (paper: 50).
+            epsilon: probability of a uniformly random action at each train step (paper: 0.01; test: 0).
+            noop_max: random no-op frames at reset are drawn in 1..noop_max (paper: 30).
+            eval_every / eval_episodes: evaluation every 10 epochs on 4 full test games.
+            final_eval_episodes: full test games of the final evaluation (paper: 100).
+            num_eval_envs: test games played in parallel (each env plays a fixed share of the episodes).
+            seed: seeds the collectors (env resets, epsilon coins); None = fresh entropy.
+        """
+        super().__init__()
+        if steps_per_epoch < 1 or initial_steps_increment < 1:
+            raise ValueError("steps_per_epoch and initial_steps_increment must be >= 1")
+        if not 0 < initial_steps_min <= initial_steps_max <= total_env_steps:
+            raise ValueError(
+                f"need 0 < initial_steps_min ({initial_steps_min}) <= initial_steps_max ({initial_steps_max}) "
+                f"<= total_env_steps ({total_env_steps})"
+            )
+        for start in range(initial_steps_min, initial_steps_max + 1, initial_steps_increment):
+            if (total_env_steps - start) % steps_per_epoch:
+                raise ValueError(
+                    f"the step budget cannot be met exactly: after an initial collection of {start} steps, "
+                    f"total_env_steps - {start} = {total_env_steps - start} is not a multiple of steps_per_epoch "
+                    f"({steps_per_epoch}); make (total_env_steps - initial_steps_min) and initial_steps_increment "
+                    f"multiples of steps_per_epoch"
+                )
+        self.total_env_steps = total_env_steps
+        self.steps_per_epoch = steps_per_epoch
+        self.initial_steps_min, self.initial_steps_max = initial_steps_min, initial_steps_max
+        self.initial_steps_increment, self.threshold_rew = initial_steps_increment, threshold_rew
+        self.num_final_epochs = num_final_epochs
+        self.epsilon, self.noop_max = epsilon, noop_max
+        self.eval_every, self.eval_episodes = eval_every, eval_episodes
+        self.final_eval_episodes, self.num_eval_envs = final_eval_episodes, num_eval_envs
+        self.seed = seed
+        self.num_epochs_collect: int | None = None  # known after the initial collection
+        self.collector: Collector | None = None
+        self._pending_state: dict | None = None
+
+    # --- set-up -------------------------------------------------------------------------------------------------
+    def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
+        if stage != "fit" or self.collector is not None:
+            return
+        dm = trainer.datamodule
+        if dm.is_static:
+            return
+        env = AtariEnv(pl_module.game, num_envs=1, done_on_life_loss=True, noop_max=self.noop_max)
+        self.policy = ActorCriticPolicy(pl_module.actor_critic.net, pl_module.actor_critic.loss_cfg.temperature)
+        self.collector = Collector(env, dm.train_store, self.policy, self.epsilon, reset_every_collect=False, seed=self.seed)
+        self.eval_rng = np.random.default_rng(None if self.seed is None else self.seed + 1)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
+        dm = trainer.datamodule
+        if self._pending_state is not None:  # resuming: everything was restored from the checkpoint
+            self._apply_state(self._pending_state)
+            self._pending_state = None
+        elif dm.is_static:
+            self.num_epochs_collect = 0
+        else:
+            if trainer.global_rank == 0 and len(dm.train_store) > 0:
+                raise RuntimeError(
+                    f"{dm.train_store.directory} already holds {len(dm.train_store)} episodes from an earlier run. "
+                    f"Resume it with --ckpt_path last, or start a new run with another --data.run_dir."
+                )
+            self._initial_collection(trainer, pl_module)
+        trainer.fit_loop.max_epochs = self.num_epochs_collect + self.num_final_epochs
+
+    def _initial_collection(self, trainer: L.Trainer, pl_module) -> None:
+        dm, store = trainer.datamodule, trainer.datamodule.train_store
+        random_policy = RandomPolicy(pl_module.num_actions, seed=None if self.seed is None else self.seed + 2)
+        self.collector.policy = random_policy  # zero-initialised actor = uniform; a random policy says so plainly
+        self.collector.collect(num_steps=self.initial_steps_min)
+        while self._minority_rewards(store) < self.threshold_rew and store.num_steps < self.initial_steps_max:
+            self.collector.collect(num_steps=self.initial_steps_increment)
+        self.collector.policy = self.policy
+        self.policy.reset(np.ones(self.collector.num_envs, dtype=bool))
+        self.num_epochs_collect = (self.total_env_steps - store.num_steps) // self.steps_per_epoch
+        self._log(trainer, {"initial_collection/num_steps": store.num_steps, **store.metrics()})
+        if self.num_epochs_collect > 0:
+            self._collect(trainer)  # epoch 1's steps
+
+    @staticmethod
+    def _minority_rewards(store) -> int:
+        return sum(sorted(store.counts_rew)[:2])  # the two rarest of (r < 0, r = 0, r > 0)
+
+    # --- epochs -------------------------------------------------------------------------------------------------
+    def _collect(self, trainer: L.Trainer) -> None:
+        episodes = self.collector.collect(num_steps=self.steps_per_epoch)
+        store = trainer.datamodule.train_store
+        metrics = {"env_steps": store.num_steps, **store.metrics()}
+        if episodes:
+            metrics["train_dataset/return"] = float(np.mean([e["return"] for e in episodes]))
+            metrics["train_dataset/length"] = float(np.mean([e["length"] for e in episodes]))
+        self._log(trainer, metrics)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
+        epoch = trainer.current_epoch + 1  # 1-based, as the reference counts
+        if self.eval_every > 0 and epoch % self.eval_every == 0:
+            self.evaluate(trainer, pl_module, self.eval_episodes, prefix="test")
+        if self.collector is not None and epoch + 1 <= self.num_epochs_collect:
+            self._collect(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
+        if self.final_eval_episodes > 0 and trainer.current_epoch >= trainer.fit_loop.max_epochs:
+            self.evaluate(trainer, pl_module, self.final_eval_episodes, prefix="final", model_tests=False)
+
+    # --- evaluation ---------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, trainer: L.Trainer, pl_module, num_episodes: int, prefix: str, model_tests: bool = True) -> dict:
+        """Full test games (no life-loss termination, epsilon 0) into a cleared test store, then world-model tests."""
+        dm = trainer.datamodule
+        metrics: dict[str, float] = {}
+        if not dm.is_static and num_episodes > 0:
+            dm.test_store.clear()
+            num_envs = min(self.num_eval_envs, num_episodes)
+            env = AtariEnv(pl_module.game, num_envs=num_envs, done_on_life_loss=False, noop_max=self.noop_max)
+            try:
+                policy = ActorCriticPolicy(pl_module.actor_critic.net, pl_module.actor_critic.loss_cfg.temperature)
+                collector = Collector(env, dm.test_store, policy, 0.0, reset_every_collect=True,
+                                      seed=int(self.eval_rng.integers(2**31 - 1)))
+                episodes = collector.collect(num_episodes=num_episodes)
+            finally:
+                env.close()
+            returns = np.array([e["return"] for e in episodes], dtype=np.float64)
+            metrics.update({
+                f"{prefix}/return_mean": float(returns.mean()),
+                f"{prefix}/return_std": float(returns.std()),  # population std, as the reference
+                f"{prefix}/return_min": float(returns.min()),
+                f"{prefix}/return_max": float(returns.max()),
+                f"{prefix}/length_mean": float(np.mean([e["length"] for e in episodes])),
+                f"{prefix}/human_normalised_score": human_normalised_score(pl_module.game, float(returns.mean())),
+            })  # fmt: skip
+        if model_tests and len(dm.test_store) > 0:
+            metrics.update({k: float(v) for k, v in world_model_test_metrics(pl_module, dm).items()})
+            self._log_dream(trainer, pl_module, dm)
+        self._log(trainer, metrics)
+        return metrics
+
+    def _log_dream(self, trainer: L.Trainer, pl_module, dm) -> None:
+        """A GIF of real frames (left) and the world model's open-loop imagination from the same context (right)."""
+        n, k = pl_module.denoiser.num_steps_conditioning, pl_module.denoiser.wm_metric_horizon
+        for batch in dm.test_traversal(n + k):
+            full = batch.mask_padding.all(dim=1)
+            if bool(full.any()):
+                i = int(full.nonzero()[0])
+                obs, act = batch.obs_float()[i].to(pl_module.device), batch.act[i].to(pl_module.device)
+                real, imagined = imagined_vs_real(pl_module, obs, act)
+                if trainer.logger is not None and trainer.global_rank == 0:
+                    log_gif(trainer.logger, "imagination/real_vs_imagined", side_by_side_gif(real, imagined), trainer.global_step)
+                return
+
+    def _log(self, trainer: L.Trainer, metrics: dict) -> None:
+        if trainer.logger is not None and trainer.global_rank == 0 and metrics:
+            trainer.logger.log_metrics({k: float(v) for k, v in metrics.items()}, step=trainer.global_step)
+
+    # --- checkpointing ------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "version": STATE_VERSION,
+            "num_epochs_collect": self.num_epochs_collect,
+            "collector": None if self.collector is None else self.collector.state_dict(),
+            "eval_rng": None if self.collector is None else self.eval_rng.bit_generator.state,
+            "rng": rng_state(),
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if state_dict.get("version") != STATE_VERSION:
+            raise ValueError(f"unsupported CollectAndEvaluate state version {state_dict.get('version')!r}")
+        self._pending_state = state_dict  # applied in on_fit_start, after the stores were restored
+
+    def _apply_state(self, state: dict) -> None:
+        self.num_epochs_collect = state["num_epochs_collect"]
+        if self.collector is not None and state["collector"] is not None:
+            self.collector.load_state_dict(state["collector"])
+            self.eval_rng.bit_generator.state = state["eval_rng"]
+        set_rng_state(state["rng"])

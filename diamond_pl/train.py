@@ -1,0 +1,89 @@
+"""`python -m diamond_pl fit --config configs/breakout.yaml [--ckpt_path last]`: training through LightningCLI.
+
+The YAML has four sections besides `trainer`: `model` (DiamondAgent: networks, sampler, losses, optimisers),
+`data` (ReplayDataModule: run folder, game, batch size, sampling, update counts), `loop` (CollectAndEvaluate: real
+env steps, initial collection, evaluation) and `checkpoint` / `snapshot` (ModelCheckpoint: `last.ckpt` every epoch,
+weight-only snapshots every 5 epochs). `data.game` also sets `model.game`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+
+from diamond_pl.agent import DiamondAgent
+from diamond_pl.data.datamodule import ReplayDataModule
+from diamond_pl.loop.collect_evaluate import CollectAndEvaluate
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def check_checkpoint(path: str | Path) -> None:
+    """Fail fast, with a clear message, on a missing or unreadable checkpoint (before any env or model work)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, wrong format, pickled objects, ...
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({type(e).__name__}: {e}). It may be truncated or corrupt: resume "
+            f"from another file in the same folder (e.g. a snapshot), or start a new run with another --data.run_dir"
+        ) from e
+    missing = {"state_dict", "loops", "callbacks"} - set(ckpt)
+    if missing:
+        raise CheckpointError(f"checkpoint {path} is not a full training checkpoint (no {sorted(missing)}); "
+                              f"weight-only snapshots cannot resume a run")
+
+
+class DiamondCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("data.game", "model.game")
+        parser.add_lightning_class_args(CollectAndEvaluate, "loop")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(ModelCheckpoint, "snapshot")
+        parser.set_defaults({
+            "checkpoint.save_last": True,
+            "checkpoint.save_top_k": 0,
+            "checkpoint.every_n_epochs": 1,
+            "snapshot.filename": "agent_epoch_{epoch:05d}",
+            "snapshot.save_weights_only": True,
+            "snapshot.monitor": "epoch",
+            "snapshot.mode": "max",
+            "snapshot.save_top_k": 11,
+            "snapshot.every_n_epochs": 5,
+            "snapshot.auto_insert_metric_name": False,
+        })  # fmt: skip
+
+    def before_fit(self) -> None:
+        ckpt_path = self.config[self.subcommand].get("ckpt_path")
+        if ckpt_path is None:
+            return
+        if ckpt_path == "last":
+            dirpath = self.trainer.checkpoint_callback.dirpath if self.trainer.checkpoint_callback else None
+            last = Path(dirpath) / "last.ckpt" if dirpath else None
+            if last is None or not last.is_file():
+                raise CheckpointError(
+                    f"--ckpt_path last: no last.ckpt in {dirpath} (checkpoint.dirpath). Nothing to resume: start "
+                    f"without --ckpt_path, or point --ckpt_path at a checkpoint file"
+                )
+            ckpt_path = last
+        check_checkpoint(ckpt_path)
+
+
+def main(argv: list[str]) -> None:
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # we pass args on purpose
+    DiamondCLI(
+        DiamondAgent,
+        ReplayDataModule,
+        args=["fit", *argv],
+        auto_configure_optimizers=False,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={"reload_dataloaders_every_n_epochs": 1, "num_sanity_val_steps": 0, "max_epochs": -1},
+    )
