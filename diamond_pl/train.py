@@ -33,8 +33,8 @@ def check_checkpoint(path: str | Path) -> None:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, wrong format, pickled objects, ...
         raise CheckpointError(
-            f"checkpoint {path} cannot be read ({type(e).__name__}: {e}). It may be truncated or corrupt: resume "
-            f"from another file in the same folder (e.g. a snapshot), or start a new run with another --data.run_dir"
+            f"checkpoint {path} cannot be read ({type(e).__name__}: {e}). It is truncated or corrupt: point "
+            f"--ckpt_path at an intact full checkpoint, or start a new run with another --data.run_dir"
         ) from e
     missing = {"state_dict", "loops", "callbacks"} - set(ckpt)
     if missing:
@@ -49,8 +49,11 @@ class DiamondCLI(LightningCLI):
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(ModelCheckpoint, "snapshot")
         parser.set_defaults({
-            "checkpoint.save_last": True,
-            "checkpoint.save_top_k": 0,
+            # the newest full checkpoint (one file, rewritten every epoch) and last.ckpt as a link to it
+            "checkpoint.filename": "epoch_{epoch:05d}",
+            "checkpoint.auto_insert_metric_name": False,
+            "checkpoint.save_top_k": 1,
+            "checkpoint.save_last": "link",
             "checkpoint.every_n_epochs": 1,
             "snapshot.filename": "agent_epoch_{epoch:05d}",
             "snapshot.save_weights_only": True,
@@ -60,6 +63,13 @@ class DiamondCLI(LightningCLI):
             "snapshot.every_n_epochs": 5,
             "snapshot.auto_insert_metric_name": False,
         })  # fmt: skip
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads the checkpoint's hyperparameters here, before any hook: check the file first
+        ckpt_path = self.config.get(self.config.get("subcommand") or "fit", {}).get("ckpt_path")
+        if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
+            check_checkpoint(ckpt_path)
+        super()._parse_ckpt_path()
 
     def before_fit(self) -> None:
         ckpt_path = self.config[self.subcommand].get("ckpt_path")

@@ -136,9 +136,10 @@ class CollectAndEvaluate(Callback):
         elif dm.is_static:
             self.num_epochs_collect = 0
         else:
-            if trainer.global_rank == 0 and len(dm.train_store) > 0:
+            earlier = list(dm.train_store.episodes_dir.glob("*.npz")) if dm.train_store.episodes_dir.is_dir() else []
+            if trainer.global_rank == 0 and (len(dm.train_store) > 0 or earlier):
                 raise RuntimeError(
-                    f"{dm.train_store.directory} already holds {len(dm.train_store)} episodes from an earlier run. "
+                    f"{dm.train_store.directory} already holds episodes from an earlier run (never overwritten). "
                     f"Resume it with --ckpt_path last, or start a new run with another --data.run_dir."
                 )
             self._initial_collection(trainer, pl_module)
