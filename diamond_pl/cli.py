@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import-diamond": ("diamond_pl.tools.import_diamond", "convert a published DIAMOND agent .pt into a diamond_pl checkpoint"),
     "evaluate": ("diamond_pl.tools.evaluate", "score a checkpoint on full test games (returns, human-normalised score)"),
     "dream": ("diamond_pl.tools.dream", "imagine a rollout in the world model next to reality, saved as a GIF"),
+    "play": ("diamond_pl.tools.play", "play inside the world model or the real game (pygame window)"),
 }
 
 

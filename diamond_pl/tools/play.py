@@ -1,0 +1,162 @@
+"""`python -m diamond_pl play --ckpt_path PATH [--size 640] [--fps 15] [--no-header] [--horizon 50]`
+
+Play inside the world model (or the real game) in a pygame window, as DIAMOND's play mode (reference spec §15.2).
+Keys (printed at start with this game's action mapping): W/A/S/D + Space and their combinations = the game's actions;
+Enter = reset; m = human/policy control; Up/Down = imagination horizon; Left/Right = world model / real test env /
+real train env; . = pause; e = one step while paused; Escape = quit.
+
+pygame is optional: `pip install "diamond-pl[play]"`. The controls' logic lives in `play_controls.py` and the
+environments in `play_session.py`; this file only draws and reads keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from diamond_pl.data.frames import float_to_uint8
+from diamond_pl.tools.common import ToolError, load_tool_agent, pick_device, run_tool
+from diamond_pl.tools.play_controls import ACTION_KEYS, ENVS, PlayState, action_from_keys, action_key_map, describe_mapping
+
+COMMAND = "play"
+HEADER_PX = 150
+INSTALL_HINT = 'play needs pygame, an optional extra: pip install "diamond-pl[play]" (or pip install "pygame>=2.5")'
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f"python -m diamond_pl {COMMAND}",
+        description="Play inside the world model or the real game (needs pygame: pip install \"diamond-pl[play]\").",
+    )
+    p.add_argument("--ckpt_path", required=True, help="diamond_pl checkpoint (.ckpt) or DIAMOND agent (.pt)")
+    p.add_argument("--size", type=int, default=640, help="frame size in pixels (rounded down to a multiple of 64)")
+    p.add_argument("--fps", type=float, default=15.0, help="target frames (= env steps) per second")
+    p.add_argument("--no-header", action="store_true", help="no text header above the frame")
+    p.add_argument("--horizon", type=int, default=50, help="imagined episode length before truncation")
+    p.add_argument("-n", "--num-steps-initial-collect", type=int, default=1000,
+                   help="real steps played by the policy to draw world-model starting contexts from")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="draw world-model contexts from this store folder (e.g. RUN/dataset/train) instead")
+    p.add_argument("--env", choices=ENVS, default="wm", help="environment to start in")
+    p.add_argument("--policy", action="store_true", help="start with the policy in control")
+    p.add_argument("--seed", type=int, default=None, help="seeds the real envs, the context draws and torch")
+    p.add_argument("--temperature", type=float, default=None, help="actor temperature (default: the checkpoint's)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.add_argument("--max-frames", type=int, default=None, help="quit after this many frames (demos, tests)")
+    return p
+
+
+def import_pygame():
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+    try:
+        import pygame
+    except ImportError:
+        raise ToolError(INSTALL_HINT) from None
+    return pygame
+
+
+def run_window(session, state: PlayState, size: int = 640, fps: float = 15.0, show_header: bool = True,
+               max_frames: int | None = None, on_frame: Callable[[int], None] | None = None) -> dict:
+    """The pygame loop: read keys, step the session, draw. Returns counts of what happened (for tests and logs).
+
+    `on_frame(i)` runs before frame i's events are read (tests post key events there)."""
+    pygame = import_pygame()
+    pygame.display.init()  # display and fonts only: no audio device is needed (or opened)
+    pygame.font.init()
+    try:
+        header = HEADER_PX if show_header else 0
+        screen = pygame.display.set_mode((size, size + header))
+        pygame.display.set_caption(f"diamond_pl play: {session.game}")
+        # 6 header lines must fit in HEADER_PX and the longest (~85 characters) in the window's width
+        font = pygame.font.Font(None, max(12, min(24, size // 28))) if show_header else None
+        clock = pygame.time.Clock()
+        key_map = action_key_map(session.action_meanings)
+        held: set[str] = set()
+        message, message_left = None, 0
+        stats = {"frames": 0, "steps": 0, "resets": 0, "episodes_ended": 0, "envs": [], "actions": []}
+        while not state.quit and (max_frames is None or stats["frames"] < max_frames):
+            if on_frame is not None:
+                on_frame(stats["frames"])
+            for event in pygame.event.get():
+                if event.type == pygame.QUIT:
+                    state.quit = True
+                elif event.type in (pygame.KEYDOWN, pygame.KEYUP):
+                    name = pygame.key.name(event.key)
+                    if name in ACTION_KEYS:  # held keys make up the action; tracked from events, so injected ones count
+                        (held.add if event.type == pygame.KEYDOWN else held.discard)(name)
+                    elif event.type == pygame.KEYDOWN:
+                        text = state.handle(name)
+                        if text:
+                            message, message_left = text, int(max(fps, 1))
+            if state.quit:
+                break
+            if state.need_reset:
+                session.horizon = state.horizon
+                session.reset(state.env)
+                state.need_reset = False
+                stats["resets"] += 1
+                stats["envs"].append(state.env)
+            elif state.should_step():
+                info = session.step(action_from_keys(held, key_map) if state.human else None)
+                stats["steps"] += 1
+                stats["actions"].append(info.action)
+                if info.done:
+                    why = "truncated (horizon)" if info.trunc and not info.end else "ended"
+                    message, message_left = f"episode {why} after {session.t} steps, return {session.ret:g}", int(max(fps, 1))
+                    state.need_reset = True
+                    stats["episodes_ended"] += 1
+            _draw(pygame, screen, font, session, state, size, header, message if message_left > 0 else None)
+            message_left -= 1
+            clock.tick(fps)
+            stats["frames"] += 1
+        return stats
+    finally:
+        pygame.quit()
+
+
+def _draw(pygame, screen, font, session, state: PlayState, size: int, header: int, message: str | None) -> None:
+    screen.fill((0, 0, 0))
+    frame = float_to_uint8(session.frame.detach().cpu()).permute(2, 1, 0).numpy()  # (W, H, 3) for surfarray
+    surface = pygame.surfarray.make_surface(np.ascontiguousarray(frame))
+    screen.blit(pygame.transform.scale(surface, (size, size)), (0, header))
+    if font is not None:
+        for i, line in enumerate(session.header_lines(state.human, state.paused, message)):
+            screen.blit(font.render(line, True, (235, 235, 235)), (8, 4 + i * font.get_linesize()))
+    pygame.display.flip()
+
+
+def play(args: argparse.Namespace) -> dict:
+    import_pygame()  # fail before any slow work when pygame is missing
+    size = (args.size // 64) * 64
+    if size < 64:
+        raise ToolError(f"--size must be at least 64, got {args.size}")
+    if args.fps <= 0 or args.horizon < 1:
+        raise ToolError("--fps must be > 0 and --horizon >= 1")
+    from diamond_pl.tools.play_session import PlaySession
+
+    device = pick_device(args.device)
+    agent = load_tool_agent(args.ckpt_path, device)
+    if args.seed is not None:
+        torch.manual_seed(args.seed)
+    if args.data_dir is None:
+        print(f"playing {args.num_steps_initial_collect} real steps with the policy for world-model contexts ...")
+    session = PlaySession(agent, args.horizon, args.num_steps_initial_collect, args.data_dir, args.seed,
+                          args.temperature)
+    try:
+        print(f"{agent.game} actions (keys -> action):")
+        print("\n".join(describe_mapping(session.action_meanings)))
+        print("Enter reset | m human/policy | Left/Right env | Up/Down horizon | . pause | e step | Esc quit")
+        state = PlayState(horizon=args.horizon, env_index=ENVS.index(args.env), human=not args.policy)
+        return run_window(session, state, size, args.fps, not args.no_header, args.max_frames)
+    finally:
+        session.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    run_tool(COMMAND, lambda: play(args))
