@@ -20,6 +20,8 @@ import torch
 from torch import Tensor
 
 from diamond_pl.diffusion.sampler import SamplerConfig
+from diamond_pl.envs.atari import AtariEnv
+from diamond_pl.envs.env_loop import TorchAtariEnv
 from diamond_pl.envs.world_model_env import WorldModelEnv, WorldModelEnvConfig
 from diamond_pl.games import num_actions as game_num_actions
 from diamond_pl.games import validate_game
@@ -70,6 +72,7 @@ class DiamondAgent(L.LightningModule):
         actor_critic_optim: OptimConfig = actor_critic_optim(),
         world_model_env: WorldModelEnvConfig = WorldModelEnvConfig(),
         wm_metric_horizon: int = 15,
+        model_free: bool = False,
     ) -> None:
         """
         Args:
@@ -83,6 +86,8 @@ class DiamondAgent(L.LightningModule):
             *_optim: AdamW lr 1e-4, eps 1e-8, warm-up 100 steps; weight decay 0.01 / 0.01 / 0;
                 gradient clipping 1 / 100 / 100.
             wm_metric_horizon: autoregressive steps of the world-model PSNR/SSIM test metric.
+            model_free: train the actor-critic on `world_model_env.num_envs` real train envs instead of imagination,
+                without world-model training or data collection (spec §9.5; not a 100k-step setting).
         """
         super().__init__()
         self.automatic_optimization = False
@@ -111,12 +116,14 @@ class DiamondAgent(L.LightningModule):
                 "actor_critic_optim": asdict(optims["actor_critic"]),
                 "world_model_env": asdict(world_model_env),
                 "wm_metric_horizon": wm_metric_horizon,
+                "model_free": model_free,
             }
         )
         self.denoiser = DenoiserModule(denoiser, sampler, optims["denoiser"], wm_metric_horizon=wm_metric_horizon)
         self.rew_end_model = RewardEndModule(rew_end_model, optims["rew_end_model"])
         self.actor_critic = ActorCriticModule(actor_critic, actor_critic_loss, optims["actor_critic"])
         self.world_model_env_cfg = world_model_env
+        self.model_free = model_free
         self.env_loop = None  # imagination, built at the first actor-critic step of each epoch
         self._grad_norms: dict[str, Tensor] = {}
 
@@ -182,6 +189,12 @@ class DiamondAgent(L.LightningModule):
 
     # --- imagination --------------------------------------------------------------------------------------------
     def imagination(self):
+        """The env loop the actor-critic trains in: imagination, or real envs in model-free mode."""
+        if self.model_free:
+            if self.env_loop is None:
+                real = AtariEnv(self.game, self.world_model_env_cfg.num_envs, done_on_life_loss=True)
+                self.env_loop = self.actor_critic.make_env_loop(TorchAtariEnv(real, self.device))
+            return self.env_loop
         if self.env_loop is None:
             dm = self.trainer.datamodule
             n = self.denoiser.num_steps_conditioning

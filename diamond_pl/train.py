@@ -45,6 +45,7 @@ def check_checkpoint(path: str | Path) -> None:
 class DiamondCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.game", "model.game")
+        parser.link_arguments("model.model_free", "data.model_free")
         parser.add_lightning_class_args(CollectAndEvaluate, "loop")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(ModelCheckpoint, "snapshot")

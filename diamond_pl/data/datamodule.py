@@ -33,7 +33,7 @@ class ReplayDataModule(L.LightningDataModule):
                  ignore_sample_weights: bool = True, seed: int | None = None,
                  updates_first_epoch: UpdateCounts = UpdateCounts(10_000, 10_000, 5_000),
                  updates_per_epoch: UpdateCounts = UpdateCounts(400, 400, 400),
-                 denoiser_seq_len: int = 6, rew_end_seq_len: int = 19) -> None:
+                 denoiser_seq_len: int = 6, rew_end_seq_len: int = 19, model_free: bool = False) -> None:
         """
         Args:
             run_dir: run folder; the datasets go to `<run_dir>/dataset/{train,test}`.
@@ -48,6 +48,7 @@ class ReplayDataModule(L.LightningDataModule):
             updates_per_epoch: optimiser steps per component in later epochs (paper: 400 / 400 / 400).
             denoiser_seq_len: frames per denoiser window = n + 1 + autoregressive steps (paper: 4 + 1 + 1 = 6).
             rew_end_seq_len: frames per reward/end window = imagination horizon + n (paper: 15 + 4 = 19).
+            model_free: only actor-critic updates (set from `model.model_free` by the CLI).
         """
         super().__init__()
         self.updates_first_epoch = updates_first_epoch if isinstance(updates_first_epoch, UpdateCounts) else UpdateCounts(**updates_first_epoch)
@@ -59,8 +60,9 @@ class ReplayDataModule(L.LightningDataModule):
             "sample_weights": None if sample_weights is None else list(sample_weights),
             "static_dataset": static_dataset, "ignore_sample_weights": ignore_sample_weights, "seed": seed,
             "updates_first_epoch": asdict(self.updates_first_epoch), "updates_per_epoch": asdict(self.updates_per_epoch),
-            "denoiser_seq_len": denoiser_seq_len, "rew_end_seq_len": rew_end_seq_len,
+            "denoiser_seq_len": denoiser_seq_len, "rew_end_seq_len": rew_end_seq_len, "model_free": model_free,
         })
+        self.model_free = model_free
         check_sample_weights(sample_weights)  # fail at configuration time, not at the first batch
         self.run_dir = Path(run_dir)
         self.game = validate_game(game)
@@ -115,6 +117,8 @@ class ReplayDataModule(L.LightningDataModule):
         then actor-critic markers. Rebuilt every epoch (`reload_dataloaders_every_n_epochs=1`)."""
         epoch = self.trainer.current_epoch if getattr(self, "trainer", None) is not None else 0
         n = self.updates(epoch)
+        if self.model_free:  # no world model: the actor-critic learns from real envs (its "batches" are markers)
+            return UpdateSchedule([("actor_critic", n.actor_critic, None)])
         den = self.sampler("denoiser", self.denoiser_seq_len)
         rew = self.sampler("rew_end_model", self.rew_end_seq_len, can_sample_beyond_end=True)
         return UpdateSchedule([

@@ -143,3 +143,30 @@ class EnvLoop:
             value=value,
             value_bootstrap=value_bootstrap,
         )
+
+
+class TorchAtariEnv:
+    """A real `AtariEnv` behind the `TorchEnv` interface (float frames on `device`), for model-free training (§9.5)."""
+
+    def __init__(self, env, device: torch.device | str = "cpu") -> None:
+        self.env, self.device = env, torch.device(device)
+
+    def _frames(self, x) -> Tensor:
+        from diamond_pl.data.frames import uint8_to_float
+
+        return uint8_to_float(torch.from_numpy(x).to(self.device))
+
+    def reset(self) -> Tensor:
+        return self._frames(self.env.reset())
+
+    def step(self, act: Tensor) -> StepOutput:
+        out = self.env.step(act.cpu().numpy())
+        as_tensor = lambda x, dtype: torch.as_tensor(x, dtype=dtype, device=self.device)  # noqa: E731
+        return StepOutput(
+            obs=self._frames(out.obs),
+            rew=as_tensor(out.rew, torch.float32),  # raw: the lambda returns clip the sign
+            end=as_tensor(out.end, torch.bool),
+            trunc=as_tensor(out.trunc, torch.bool),
+            final_obs=self._frames(out.final_obs),
+            burnin_obs=None,  # the real env starts episodes with a zero policy state, no burn-in
+        )

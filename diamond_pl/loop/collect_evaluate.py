@@ -114,6 +114,7 @@ class CollectAndEvaluate(Callback):
         self.seed = seed
         self.num_epochs_collect: int | None = None  # known after the initial collection
         self.collector: Collector | None = None
+        self.eval_rng = np.random.default_rng(None if seed is None else seed + 1)  # test env reset seeds
         self._pending_state: dict | None = None
 
     # --- set-up -------------------------------------------------------------------------------------------------
@@ -121,20 +122,19 @@ class CollectAndEvaluate(Callback):
         if stage != "fit" or self.collector is not None:
             return
         dm = trainer.datamodule
-        if dm.is_static:
+        if dm.is_static or pl_module.model_free:
             return
         env = AtariEnv(pl_module.game, num_envs=1, done_on_life_loss=True, noop_max=self.noop_max)
         self.policy = ActorCriticPolicy(pl_module.actor_critic.net, pl_module.actor_critic.loss_cfg.temperature)
         self.collector = Collector(env, dm.train_store, self.policy, self.epsilon, reset_every_collect=False, seed=self.seed)
-        self.eval_rng = np.random.default_rng(None if self.seed is None else self.seed + 1)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
         dm = trainer.datamodule
         if self._pending_state is not None:  # resuming: everything was restored from the checkpoint
             self._apply_state(self._pending_state)
             self._pending_state = None
-        elif dm.is_static:
-            self.num_epochs_collect = 0
+        elif dm.is_static or pl_module.model_free:
+            self.num_epochs_collect = 0  # no real-data collection: only the final epochs
         else:
             earlier = list(dm.train_store.episodes_dir.glob("*.npz")) if dm.train_store.episodes_dir.is_dir() else []
             if trainer.global_rank == 0 and (len(dm.train_store) > 0 or earlier):
@@ -210,7 +210,7 @@ class CollectAndEvaluate(Callback):
                 f"{prefix}/length_mean": float(np.mean([e["length"] for e in episodes])),
                 f"{prefix}/human_normalised_score": human_normalised_score(pl_module.game, float(returns.mean())),
             })  # fmt: skip
-        if model_tests and len(dm.test_store) > 0:
+        if model_tests and not pl_module.model_free and len(dm.test_store) > 0:
             metrics.update({k: float(v) for k, v in world_model_test_metrics(pl_module, dm).items()})
             self._log_dream(trainer, pl_module, dm)
         self._log(trainer, metrics)
@@ -239,7 +239,7 @@ class CollectAndEvaluate(Callback):
             "version": STATE_VERSION,
             "num_epochs_collect": self.num_epochs_collect,
             "collector": None if self.collector is None else self.collector.state_dict(),
-            "eval_rng": None if self.collector is None else self.eval_rng.bit_generator.state,
+            "eval_rng": self.eval_rng.bit_generator.state,
             "rng": rng_state(),
         }
 
@@ -252,5 +252,5 @@ class CollectAndEvaluate(Callback):
         self.num_epochs_collect = state["num_epochs_collect"]
         if self.collector is not None and state["collector"] is not None:
             self.collector.load_state_dict(state["collector"])
-            self.eval_rng.bit_generator.state = state["eval_rng"]
+        self.eval_rng.bit_generator.state = state["eval_rng"]
         set_rng_state(state["rng"])
