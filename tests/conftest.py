@@ -31,3 +31,28 @@ def golden_config(golden_dir):
     import json
 
     return json.loads((golden_dir / "config.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Path:
+    """One tiny trained run shared by the tool and notebook tests (~45 s on 2 cores): the smoke config shortened to
+    200 initial + 100 collected steps and 1 final epoch; holds checkpoints/last.ckpt, dataset/{train,test} (the test
+    set: one full game from the final evaluation) and TensorBoard logs under logs/."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    run = tmp_path_factory.mktemp("smoke_run")
+    args = [
+        sys.executable, "-m", "diamond_pl", "fit", "--config", str(root / "configs" / "smoke.yaml"),
+        f"--data.run_dir={run}", f"--checkpoint.dirpath={run}/checkpoints", f"--snapshot.dirpath={run}/checkpoints",
+        f"--trainer.logger.init_args.save_dir={run}/logs", "--trainer.enable_progress_bar=false",
+        "--loop.total_env_steps=300", "--loop.num_final_epochs=1", "--loop.final_eval_episodes=1",
+        "--model.world_model_env.horizon=5", "--model.actor_critic_loss.backup_every=5", "--model.wm_metric_horizon=2",
+    ]  # fmt: skip
+    proc = subprocess.run(args, cwd=run, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=900)  # fmt: skip
+    if proc.returncode != 0:
+        raise AssertionError(f"smoke training failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return run
