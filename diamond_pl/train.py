@@ -13,10 +13,12 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI
 
 from diamond_pl.agent import DiamondAgent
 from diamond_pl.data.datamodule import ReplayDataModule
+from diamond_pl.games import validate_game
 from diamond_pl.loop.collect_evaluate import CollectAndEvaluate
 
 
@@ -64,6 +66,21 @@ class DiamondCLI(LightningCLI):
             "snapshot.every_n_epochs": 5,
             "snapshot.auto_insert_metric_name": False,
         })  # fmt: skip
+
+    def before_instantiate_classes(self) -> None:
+        """Paths left null follow the game: run folder lightning_logs/<game>, checkpoints in <run folder>/checkpoints,
+        TensorBoard logs under lightning_logs/<game>/version_0 (so `--data.game Pong` alone starts a separate run)."""
+        cfg = self.config[self.subcommand]
+        game = validate_game(cfg.data.game)
+        if cfg.data.run_dir is None:
+            cfg.data.run_dir = f"lightning_logs/{game.lower()}"
+        for section in ("checkpoint", "snapshot"):
+            if cfg[section].dirpath is None:
+                cfg[section].dirpath = str(Path(cfg.data.run_dir) / "checkpoints")
+        logger = cfg.trainer.logger
+        if isinstance(logger, Namespace) and logger.get("class_path", "").endswith("TensorBoardLogger"):
+            if logger.init_args.get("name") is None:
+                logger.init_args.name = game.lower()
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI reads the checkpoint's hyperparameters here, before any hook: check the file first

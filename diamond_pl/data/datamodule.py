@@ -28,7 +28,7 @@ STATE_VERSION = 1
 
 
 class ReplayDataModule(L.LightningDataModule):
-    def __init__(self, run_dir: str = "runs/default", game: str = "Breakout", batch_size: int = 32,
+    def __init__(self, run_dir: str | None = None, game: str = "Breakout", batch_size: int = 32,
                  sample_weights: Sequence[float] | None = DEFAULT_SAMPLE_WEIGHTS, static_dataset: str | None = None,
                  ignore_sample_weights: bool = True, seed: int | None = None,
                  updates_first_epoch: UpdateCounts = UpdateCounts(10_000, 10_000, 5_000),
@@ -36,7 +36,7 @@ class ReplayDataModule(L.LightningDataModule):
                  denoiser_seq_len: int = 6, rew_end_seq_len: int = 19, model_free: bool = False) -> None:
         """
         Args:
-            run_dir: run folder; the datasets go to `<run_dir>/dataset/{train,test}`.
+            run_dir: run folder; the datasets go to `<run_dir>/dataset/{train,test}`. None: lightning_logs/<game>.
             game: Atari-100k game the data comes from.
             batch_size: windows per batch, for every component (32 in the paper).
             sample_weights: probability mass of each chronological group of train episodes (spec §2.4);
@@ -64,7 +64,7 @@ class ReplayDataModule(L.LightningDataModule):
         })
         self.model_free = model_free
         check_sample_weights(sample_weights)  # fail at configuration time, not at the first batch
-        self.run_dir = Path(run_dir)
+        self.run_dir = Path(run_dir if run_dir is not None else f"lightning_logs/{validate_game(game).lower()}")
         self.game = validate_game(game)
         self.batch_size = batch_size
         self.sample_weights = None if static_dataset and ignore_sample_weights else sample_weights
