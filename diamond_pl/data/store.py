@@ -38,6 +38,8 @@ class EpisodeStore:
         self.name = name  # prefix of logged metrics, e.g. "train_dataset"
         self.episodes_dir = self.directory / subdir
         self.read_only = read_only  # static datasets: never written, never cleared
+        # False on DDP ranks > 0: they mirror rank 0's store in RAM and leave the shared files to rank 0
+        self.persist = True
         self.version = 0  # bumped on every change, so samplers know when to recompute their weights
         self._imported_paths: dict[int, Path] = {}  # imported folders may name files 7.npz rather than 000007.npz
         self._reset_ram()
@@ -116,7 +118,8 @@ class EpisodeStore:
                 raise ValueError(f"{self.name}: replacing episode {episode_id} ({old.length} steps) by a shorter "
                                  f"one ({episode.length} steps); only longer versions may replace it")
         # Disk first: if the write fails, RAM still matches what is on disk.
-        episode.save(self.path(episode_id))
+        if self.persist:
+            episode.save(self.path(episode_id))
         self._put(episode_id, episode)
         return episode_id
 
@@ -142,8 +145,13 @@ class EpisodeStore:
     def clear(self) -> None:
         """Forget every episode, in RAM and on disk (the test set is emptied before each evaluation)."""
         self._check_writable()
-        self._delete_files(keep=0)
+        if self.persist:
+            self._delete_files(keep=0)
         self._reset_ram()
+
+    @property
+    def _writes_disk(self) -> bool:
+        return self.persist and not self.read_only
 
     def _check_writable(self) -> None:
         if self.read_only:
@@ -223,7 +231,7 @@ class EpisodeStore:
             raise ValueError(f"{self.name}: unsupported store state version {state.get('version')!r}")
         recorded = [int(x) for x in state["lengths"]]
         if recorded == self._lengths:  # RAM already holds exactly this state (e.g. a static dataset just imported)
-            if not self.read_only:
+            if self._writes_disk:
                 self._delete_files(keep=len(recorded))
             return
         episodes = []
@@ -241,10 +249,10 @@ class EpisodeStore:
                     f"the file is older than the checkpoint. Restore the dataset that belongs to this checkpoint.")
             if ep.length > length:  # grown after the checkpoint: forget that future
                 ep = ep.head(length)
-                if not self.read_only:
+                if self._writes_disk:
                     ep.save(path)
             episodes.append(ep)
-        if not self.read_only:
+        if self._writes_disk:
             self._delete_files(keep=len(recorded))  # episodes added after the checkpoint
         self._reset_ram()
         for episode_id, ep in enumerate(episodes):

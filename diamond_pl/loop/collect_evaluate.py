@@ -25,6 +25,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from diamond_pl.data.collector import Collector, RandomPolicy
+from diamond_pl.data.episode import Episode
 from diamond_pl.envs.atari import AtariEnv
 from diamond_pl.games import human_normalised_score
 from diamond_pl.loop.evaluation import imagined_vs_real, log_gif, side_by_side_gif, world_model_test_metrics
@@ -122,6 +123,9 @@ class CollectAndEvaluate(Callback):
         if stage != "fit" or self.collector is not None:
             return
         dm = trainer.datamodule
+        if trainer.global_rank > 0:  # DDP: rank 0 collects and evaluates; the others mirror its train store
+            dm.train_store.persist = dm.test_store.persist = False
+            return
         if dm.is_static or pl_module.model_free:
             return
         env = AtariEnv(pl_module.game, num_envs=1, done_on_life_loss=True, noop_max=self.noop_max)
@@ -130,23 +134,29 @@ class CollectAndEvaluate(Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
         dm = trainer.datamodule
-        if self._pending_state is not None:  # resuming: everything was restored from the checkpoint
+        resumed = self._pending_state is not None
+        if resumed:  # everything was restored from the checkpoint
             self._apply_state(self._pending_state)
             self._pending_state = None
         elif dm.is_static or pl_module.model_free:
             self.num_epochs_collect = 0  # no real-data collection: only the final epochs
-        else:
+        elif trainer.global_rank == 0:
             earlier = list(dm.train_store.episodes_dir.glob("*.npz")) if dm.train_store.episodes_dir.is_dir() else []
-            if trainer.global_rank == 0 and (len(dm.train_store) > 0 or earlier):
+            if (len(dm.train_store) > 0 or earlier):
                 raise RuntimeError(
                     f"{dm.train_store.directory} already holds episodes from an earlier run (never overwritten). "
                     f"Resume it with --ckpt_path last, or start a new run with another --data.run_dir."
                 )
             self._initial_collection(trainer, pl_module)
+        if trainer.world_size > 1 and not (dm.is_static or pl_module.model_free) and not resumed:
+            self.num_epochs_collect = trainer.strategy.broadcast(self.num_epochs_collect, src=0)
+            # the initial collection (and epoch 1's steps) go from rank 0 to every rank
+            self._send_data(trainer) if trainer.global_rank == 0 else self._receive_data(trainer)
         trainer.fit_loop.max_epochs = self.num_epochs_collect + self.num_final_epochs
 
     def _initial_collection(self, trainer: L.Trainer, pl_module) -> None:
         dm, store = trainer.datamodule, trainer.datamodule.train_store
+        self._lengths_before = list(store.lengths)
         random_policy = RandomPolicy(pl_module.num_actions, seed=None if self.seed is None else self.seed + 2)
         self.collector.policy = random_policy  # zero-initialised actor = uniform; a random policy says so plainly
         self.collector.collect(num_steps=self.initial_steps_min)
@@ -157,16 +167,25 @@ class CollectAndEvaluate(Callback):
         self.num_epochs_collect = (self.total_env_steps - store.num_steps) // self.steps_per_epoch
         self._log(trainer, {"initial_collection/num_steps": store.num_steps, **store.metrics()})
         if self.num_epochs_collect > 0:
-            self._collect(trainer)  # epoch 1's steps
+            self._collect(trainer, broadcast=False)  # epoch 1's steps (sent with the initial data)
 
     @staticmethod
     def _minority_rewards(store) -> int:
         return sum(sorted(store.counts_rew)[:2])  # the two rarest of (r < 0, r = 0, r > 0)
 
     # --- epochs -------------------------------------------------------------------------------------------------
-    def _collect(self, trainer: L.Trainer) -> None:
-        episodes = self.collector.collect(num_steps=self.steps_per_epoch)
+    def _collect(self, trainer: L.Trainer, broadcast: bool = True) -> None:
+        """Rank 0 collects the epoch's real steps; with DDP the new data then goes to every rank."""
         store = trainer.datamodule.train_store
+        if trainer.global_rank > 0:
+            if broadcast:
+                self._receive_data(trainer)
+            return
+        if broadcast:
+            self._lengths_before = list(store.lengths)
+        episodes = self.collector.collect(num_steps=self.steps_per_epoch)
+        if broadcast:
+            self._send_data(trainer)
         metrics = {"env_steps": store.num_steps, **store.metrics()}
         if episodes:
             metrics["train_dataset/return"] = float(np.mean([e["return"] for e in episodes]))
@@ -175,12 +194,34 @@ class CollectAndEvaluate(Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
         epoch = trainer.current_epoch + 1  # 1-based, as the reference counts
-        if self.eval_every > 0 and epoch % self.eval_every == 0:
+        if self.eval_every > 0 and epoch % self.eval_every == 0 and trainer.global_rank == 0:
             self.evaluate(trainer, pl_module, self.eval_episodes, prefix="test")
-        if self.collector is not None and epoch + 1 <= self.num_epochs_collect:
+        if not (trainer.datamodule.is_static or pl_module.model_free) and epoch + 1 <= self.num_epochs_collect:
             self._collect(trainer)
 
+    # --- DDP: rank 0's new transitions go to every rank, so all ranks sample from the same store -------------------
+    def _send_data(self, trainer: L.Trainer) -> None:
+        if trainer.world_size == 1:
+            return
+        store, before = trainer.datamodule.train_store, self._lengths_before
+        payload = []
+        for i, length in enumerate(store.lengths):
+            old = before[i] if i < len(before) else 0
+            if length != old:  # a new episode, or an in-progress one that grew: send only the new steps
+                ep = store.get(i)
+                arrays = {k: getattr(ep, k)[old:] for k in ("obs", "act", "rew", "end", "trunc")}
+                payload.append((i, old, arrays, ep.final_obs))
+        trainer.strategy.broadcast(payload, src=0)
+
+    def _receive_data(self, trainer: L.Trainer) -> None:
+        store = trainer.datamodule.train_store
+        for i, old, arrays, final_obs in trainer.strategy.broadcast(None, src=0):
+            tail = Episode(**arrays, final_obs=final_obs)
+            store.add_episode(tail if old == 0 else store.get(i).extend(tail), i if i < len(store) else None)
+
     def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
+        if trainer.global_rank > 0:
+            return
         if self.final_eval_episodes > 0 and trainer.current_epoch >= trainer.fit_loop.max_epochs:
             self.evaluate(trainer, pl_module, self.final_eval_episodes, prefix="final", model_tests=False)
 
