@@ -128,3 +128,10 @@ def test_parse_actions():
         dream.parse_actions("4", meanings)
     with pytest.raises(ToolError, match="empty"):
         dream.parse_actions(" , ", meanings)
+
+
+def test_mp4_without_imageio_ffmpeg_is_a_clear_error(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(__import__("sys").modules, "imageio_ffmpeg", None)  # as if not installed
+    with pytest.raises(SystemExit) as e:
+        dream.main(["--ckpt_path", str(tmp_path / "any.ckpt"), "--out", str(tmp_path / "x.mp4")])
+    assert e.value.code == 2 and "pip install imageio-ffmpeg" in capsys.readouterr().err

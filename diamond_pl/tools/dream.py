@@ -36,7 +36,7 @@ from diamond_pl.data.store import EpisodeStore
 from diamond_pl.envs.atari import AtariEnv
 from diamond_pl.tools.common import ToolError, load_tool_agent, pick_device, run_tool
 from diamond_pl.tools.imagined_env import ImaginedEnv, PolicyActor
-from diamond_pl.tools.video import compose, save_animation, save_strip, to_uint8
+from diamond_pl.tools.video import check_mp4_support, compose, save_animation, save_strip, to_uint8
 
 COMMAND = "dream"
 DEFAULT_LIVE_START = 20
@@ -48,7 +48,8 @@ def parser() -> argparse.ArgumentParser:
         description="Imagine a rollout in the world model and save it next to the real one (left: imagined, right: "
                     "real, same start and actions).",
     )  # fmt: skip
-    p.add_argument("--ckpt_path", required=True, help="diamond_pl checkpoint (.ckpt) or DIAMOND agent (.pt)")
+    p.add_argument("--ckpt_path", "--ckpt-path", dest="ckpt_path", required=True,
+                   help="diamond_pl checkpoint (.ckpt) or DIAMOND agent (.pt)")
     p.add_argument("--horizon", type=int, default=50, help="imagined steps")
     p.add_argument("--out", type=Path, default=Path("rollout.gif"), help="animation to write (.gif, or .mp4)")
     drive = p.add_mutually_exclusive_group()
@@ -66,7 +67,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=None, help="actor temperature (default: the checkpoint's)")
     p.add_argument("--denoising-trajectory", type=Path, default=None, metavar="OUT.png",
                    help="also save the denoising trajectory of one imagined step as a PNG strip")
-    p.add_argument("--trajectory-step", type=int, default=0, help="which imagined step (0-based) --denoising-trajectory shows")
+    p.add_argument("--trajectory-step", type=int, default=0,
+                   help="which imagined step (0-based) --denoising-trajectory shows")
     p.add_argument("--scale", type=int, default=4, help="pixel upscaling of the 64x64 frames")
     p.add_argument("--fps", type=float, default=10.0, help="frames per second of the animation")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
@@ -168,6 +170,8 @@ def dream(args: argparse.Namespace) -> dict:
         raise ToolError(f"--trajectory-step must be in 0..{args.horizon - 1}")
     if args.out.suffix.lower() not in (".gif", ".mp4"):
         raise ToolError(f"--out {args.out}: use a .gif (always works) or .mp4 (needs imageio-ffmpeg)")
+    if args.out.suffix.lower() == ".mp4":
+        check_mp4_support(args.out)  # before any slow work
     device = pick_device(args.device)
     agent = load_tool_agent(args.ckpt_path, device)
     if args.seed is not None:

@@ -33,7 +33,8 @@ def parser() -> argparse.ArgumentParser:
         prog=f"python -m diamond_pl {COMMAND}",
         description="Play full test games with a trained agent and report returns and the human-normalised score.",
     )
-    p.add_argument("--ckpt_path", required=True, help="diamond_pl checkpoint (.ckpt) or DIAMOND agent (.pt)")
+    p.add_argument("--ckpt_path", "--ckpt-path", dest="ckpt_path", required=True,
+                   help="diamond_pl checkpoint (.ckpt) or DIAMOND agent (.pt)")
     p.add_argument("--config", default=None, help="the run's YAML; only checked against the checkpoint's game")
     p.add_argument("--episodes", type=int, default=100, help="test episodes (paper: 100)")
     p.add_argument("--num_envs", type=int, default=8, help="games played in parallel")
@@ -123,8 +124,8 @@ def _print_table(result: dict, ckpt: str) -> None:
     table = Table(title=f"{result['game']}: {result['episodes']} test episodes ({ckpt})")
     for col in ("return mean", "std", "min", "max", "length mean", "human-normalised"):
         table.add_column(col, justify="right")
-    table.add_row(*(f"{result[k]:.2f}" for k in ("return_mean", "return_std", "return_min", "return_max",
-                                                  "length_mean", "human_normalised_score")))
+    stats = ("return_mean", "return_std", "return_min", "return_max", "length_mean")
+    table.add_row(*(f"{result[k]:.2f}" for k in stats), f"{result['human_normalised_score']:.3f}")
     Console().print(table)
 
 

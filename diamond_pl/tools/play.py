@@ -21,7 +21,14 @@ import torch
 
 from diamond_pl.data.frames import float_to_uint8
 from diamond_pl.tools.common import ToolError, load_tool_agent, pick_device, run_tool
-from diamond_pl.tools.play_controls import ACTION_KEYS, ENVS, PlayState, action_from_keys, action_key_map, describe_mapping
+from diamond_pl.tools.play_controls import (
+    ACTION_KEYS,
+    ENVS,
+    PlayState,
+    action_from_keys,
+    action_key_map,
+    describe_mapping,
+)
 
 COMMAND = "play"
 HEADER_PX = 150
@@ -33,7 +40,8 @@ def parser() -> argparse.ArgumentParser:
         prog=f"python -m diamond_pl {COMMAND}",
         description="Play inside the world model or the real game (needs pygame: pip install \"diamond-pl[play]\").",
     )
-    p.add_argument("--ckpt_path", required=True, help="diamond_pl checkpoint (.ckpt) or DIAMOND agent (.pt)")
+    p.add_argument("--ckpt_path", "--ckpt-path", dest="ckpt_path", required=True,
+                   help="diamond_pl checkpoint (.ckpt) or DIAMOND agent (.pt)")
     p.add_argument("--size", type=int, default=640, help="frame size in pixels (rounded down to a multiple of 64)")
     p.add_argument("--fps", type=float, default=15.0, help="target frames (= env steps) per second")
     p.add_argument("--no-header", action="store_true", help="no text header above the frame")
@@ -107,7 +115,8 @@ def run_window(session, state: PlayState, size: int = 640, fps: float = 15.0, sh
                 stats["actions"].append(info.action)
                 if info.done:
                     why = "truncated (horizon)" if info.trunc and not info.end else "ended"
-                    message, message_left = f"episode {why} after {session.t} steps, return {session.ret:g}", int(max(fps, 1))
+                    message = f"episode {why} after {session.t} steps, return {session.ret:g}"
+                    message_left = int(max(fps, 1))
                     state.need_reset = True
                     stats["episodes_ended"] += 1
             _draw(pygame, screen, font, session, state, size, header, message if message_left > 0 else None)

@@ -87,12 +87,18 @@ def save_animation(images: Sequence[Image.Image], path: str | os.PathLike, fps: 
     return path
 
 
-def _save_mp4(images: Sequence[Image.Image], path: Path, fps: float) -> None:
+def check_mp4_support(path: str | os.PathLike):
+    """The imageio_ffmpeg module, or a ToolError saying how to get it."""
     try:
         import imageio_ffmpeg
     except ImportError:
         raise ToolError(f"{path}: writing .mp4 needs imageio-ffmpeg (`pip install imageio-ffmpeg`); "
                         f"or save a .gif, which always works") from None
+    return imageio_ffmpeg
+
+
+def _save_mp4(images: Sequence[Image.Image], path: Path, fps: float) -> None:
+    imageio_ffmpeg = check_mp4_support(path)
     # H.264 in yuv420p needs even sides: pad with the background colour
     w, h = images[0].size
     W, H = w + w % 2, h + h % 2
