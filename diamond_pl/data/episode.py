@@ -24,12 +24,13 @@ destination, so a crash leaves either the old file or the new one, never a parti
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from diamond_pl.atomic import atomic_write
 
 FORMAT_VERSION = 1
 _ZIP_MAGIC = b"PK\x03\x04"  # every .npz starts with a zip local-file header
@@ -140,18 +141,8 @@ class Episode:
                   "end": self.end, "trunc": self.trunc}
         if self.final_obs is not None:
             arrays["final_obs"] = self.final_obs
-        # Hidden name without the .npz suffix: a leftover temp file is never mistaken for an episode.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(path.parent)
+        # hidden temp name without the .npz suffix: a leftover temp file is never mistaken for an episode
+        atomic_write(path, lambda f: np.savez(f, **arrays))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Episode:
@@ -192,17 +183,3 @@ class Episode:
             return cls(**fields, final_obs=final_obs)
         except (TypeError, ValueError) as e:
             raise EpisodeFileError(f"Episode file {path} is inconsistent ({e}); {fix}.") from e
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -23,7 +23,8 @@ from diamond_pl.data.collector import Collector
 from diamond_pl.envs.atari import AtariEnv
 from diamond_pl.games import human_normalised_score
 from diamond_pl.modules.actor_critic import ActorCriticPolicy
-from diamond_pl.tools.common import ToolError, atomic_write_bytes, load_tool_agent, pick_device, run_tool
+from diamond_pl.atomic import atomic_write_bytes
+from diamond_pl.tools.common import ToolError, load_tool_agent, pick_device, run_tool
 
 COMMAND = "evaluate"
 

@@ -17,7 +17,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from diamond_pl.data.frames import float_to_uint8
-from diamond_pl.tools.common import ToolError, atomic_write_bytes
+from diamond_pl.atomic import atomic_write_bytes
+from diamond_pl.tools.common import ToolError
 
 SEPARATOR = 4  # px of dark gap between panels
 LINE_HEIGHT = 12  # px per header text line (Pillow's default bitmap font is 11 px high)
