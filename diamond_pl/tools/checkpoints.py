@@ -102,30 +102,29 @@ def agent_from_reference(state_dict: dict, game: str | None = None, source: str 
     check_components(state_dict, source)
     arch = infer_architecture(state_dict, source)
     game = resolve_game(arch.num_actions, game, source)
-    agent = DiamondAgent(game, denoiser=arch.denoiser, rew_end_model=arch.rew_end_model, actor_critic=arch.actor_critic)
+    try:
+        agent = DiamondAgent(game, denoiser=arch.denoiser, rew_end_model=arch.rew_end_model,
+                             actor_critic=arch.actor_critic)  # fmt: skip
+    except (AssertionError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{source}: the inferred architecture {arch} cannot be built ({e}); {FIX_FILE}") from e
 
     expected = agent.state_dict()
     mapped = {to_agent_key(k): v for k, v in state_dict.items()}
     # only the three networks come from the file; anything else the agent holds keeps its initial value
     missing = [to_reference_key(k) for k in expected if to_reference_key(k) is not None and k not in mapped]
-    unknown = [k for k, v in state_dict.items() if to_agent_key(k) not in expected]
-    if missing or unknown:
-        parts = ([f"missing keys {some_keys(missing)}"] if missing else []) + (
-            [f"unknown keys {some_keys(unknown)}"] if unknown else []
-        )
-        raise CheckpointError(
-            f"{source}: does not match the architecture inferred from its own shapes ({'; '.join(parts)}); the file "
-            f"is incomplete, edited, or from a DIAMOND version with other layer names: {FIX_FILE}"
-        )
+    unknown = [k for k in state_dict if to_agent_key(k) not in expected]
     mismatched = [
         f"{k} {list(v.shape)} (expected {list(expected[to_agent_key(k)].shape)})"
         for k, v in state_dict.items()
-        if v.shape != expected[to_agent_key(k)].shape
+        if to_agent_key(k) in expected and v.shape != expected[to_agent_key(k)].shape
     ]
-    if mismatched:
+    problems = [f"missing keys {some_keys(missing)}"] if missing else []
+    problems += [f"unknown keys {some_keys(unknown)}"] if unknown else []
+    problems += [f"inconsistent shapes {some_keys(mismatched, quote=False)}"] if mismatched else []
+    if problems:
         raise CheckpointError(
-            f"{source}: tensor shapes inconsistent with the architecture inferred from the file: "
-            f"{some_keys(mismatched, quote=False)}; {FIX_FILE}"
+            f"{source}: does not fit the architecture inferred from its own tensor shapes ({'; '.join(problems)}); "
+            f"the file is incomplete, edited, or from a DIAMOND version with other layer names: {FIX_FILE}"
         )
     agent.load_state_dict({**expected, **mapped}, strict=True)
     return agent.eval()
