@@ -99,6 +99,11 @@ class DiamondAgent(L.LightningModule):
         sampler, world_model_env = _as(SamplerConfig, sampler), _as(WorldModelEnvConfig, world_model_env)
         actor_critic_loss = _as(ActorCriticLossConfig, actor_critic_loss)
         optims = {c: _as(OptimConfig, o) for c, o in zip(COMPONENTS, (denoiser_optim, rew_end_model_optim, actor_critic_optim))}
+        if rew_end_model.img_size != actor_critic.img_size:
+            raise ValueError(
+                f"rew_end_model.img_size ({rew_end_model.img_size}) and actor_critic.img_size "
+                f"({actor_critic.img_size}) must both be the frame size of the environment (64 for Atari)"
+            )
         if actor_critic_loss.backup_every < 1 or world_model_env.horizon < 1:
             raise ValueError("actor_critic_loss.backup_every and world_model_env.horizon must be >= 1")
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import lightning
 import torch
 
 from diamond_pl.agent import DiamondAgent
+from diamond_pl.atomic import atomic_write
 from diamond_pl.games import NUM_ACTIONS, UnknownGameError, validate_game
 from diamond_pl.tools.reference_format import (
     FIX_FILE,
@@ -138,18 +138,7 @@ def save_checkpoint(agent: DiamondAgent, path: str | os.PathLike, provenance: di
         "pytorch-lightning_version": lightning.__version__,  # Lightning's checkpoint migration reads it
         "diamond_pl": dict(provenance),
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: torch.save(checkpoint, f))
 
 
 def load_agent(
