@@ -13,6 +13,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "fit": ("diamond_pl.train", "train (or resume with --ckpt_path last) from a YAML config, via LightningCLI"),
     "import-diamond": ("diamond_pl.tools.import_diamond", "convert a published DIAMOND agent .pt into a diamond_pl checkpoint"),
+    "benchmark": ("diamond_pl.tools.benchmark", "throughput, FLOP utilisation and projected run time of every phase, eager vs fast paths"),
     "evaluate": ("diamond_pl.tools.evaluate", "score a checkpoint on full test games (returns, human-normalised score)"),
     "dream": ("diamond_pl.tools.dream", "imagine a rollout in the world model next to reality, saved as a GIF"),
     "play": ("diamond_pl.tools.play", "play inside the world model or the real game (pygame window)"),
