@@ -32,6 +32,7 @@ from diamond_pl.modules.reward_end import RewardEndModule, reward_end_optim
 from diamond_pl.nets.actor_critic_net import ActorCriticNetConfig
 from diamond_pl.nets.denoiser_net import DenoiserNetConfig
 from diamond_pl.nets.rew_end_net import RewEndNetConfig
+from diamond_pl.perf import FastPathConfig, apply_fast_paths, as_fast_path_config, imagination_fns
 
 COMPONENTS = ("denoiser", "rew_end_model", "actor_critic")  # training order within an epoch, and optimiser order
 
@@ -73,6 +74,7 @@ class DiamondAgent(L.LightningModule):
         world_model_env: WorldModelEnvConfig = WorldModelEnvConfig(),
         wm_metric_horizon: int = 15,
         model_free: bool = False,
+        fast: FastPathConfig = FastPathConfig(),
     ) -> None:
         """
         Args:
@@ -88,6 +90,8 @@ class DiamondAgent(L.LightningModule):
             wm_metric_horizon: autoregressive steps of the world-model PSNR/SSIM test metric.
             model_free: train the actor-critic on `world_model_env.num_envs` real train envs instead of imagination,
                 without world-model training or data collection (spec §9.5; not a 100k-step setting).
+            fast: speed-ups that do not change results beyond float noise (perf.py, docs/performance.md):
+                compile, channels_last, CPU threads, TF32, fused AdamW, CUDA graphs / bf16 for imagination.
         """
         super().__init__()
         self.automatic_optimization = False
@@ -122,6 +126,7 @@ class DiamondAgent(L.LightningModule):
                 "world_model_env": asdict(world_model_env),
                 "wm_metric_horizon": wm_metric_horizon,
                 "model_free": model_free,
+                "fast": asdict(as_fast_path_config(fast)),
             }
         )
         self.denoiser = DenoiserModule(denoiser, sampler, optims["denoiser"], wm_metric_horizon=wm_metric_horizon)
@@ -129,6 +134,8 @@ class DiamondAgent(L.LightningModule):
         self.actor_critic = ActorCriticModule(actor_critic, actor_critic_loss, optims["actor_critic"])
         self.world_model_env_cfg = world_model_env
         self.model_free = model_free
+        self.fast_cfg = as_fast_path_config(fast)
+        self._imagination_fns = None
         self.env_loop = None  # imagination, built at the first actor-critic step of each epoch
         self._grad_norms: dict[str, Tensor] = {}
 
@@ -139,6 +146,11 @@ class DiamondAgent(L.LightningModule):
     @property
     def components(self) -> dict[str, L.LightningModule]:
         return {"denoiser": self.denoiser, "rew_end_model": self.rew_end_model, "actor_critic": self.actor_critic}
+
+    def setup(self, stage: str) -> None:
+        # before configure_optimizers (fused AdamW) and before the strategy moves the model to its device
+        device = self.trainer.strategy.root_device if getattr(self, "_trainer", None) is not None else self.device
+        apply_fast_paths(self, self.fast_cfg, device=device)
 
     # --- optimisation -------------------------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -203,9 +215,12 @@ class DiamondAgent(L.LightningModule):
         if self.env_loop is None:
             dm = self.trainer.datamodule
             n = self.denoiser.num_steps_conditioning
+            if self._imagination_fns is None:  # built once: CUDA-graph wrappers hold their captured graphs
+                self._imagination_fns = imagination_fns(self, self.fast_cfg)
+            next_obs_fn, rew_end_fn = self._imagination_fns
             env = WorldModelEnv(
-                next_obs_fn=self.denoiser.sample_next_obs,
-                rew_end_fn=self.rew_end_model.net,
+                next_obs_fn=next_obs_fn,
+                rew_end_fn=rew_end_fn,
                 sample_contexts=dm.sampler("world_model_contexts", n).sample,
                 cfg=self.world_model_env_cfg,
                 device=self.device,

@@ -7,22 +7,30 @@ the reasons behind each default are in docs/performance.md (`python -m diamond_p
 
 What each option does, and whether it changes numerics:
 
-* `channels_last` (default on): 4-D weights in NHWC order. oneDNN (CPU) and cuDNN (GPU) convolutions then run NHWC
-  end to end (an NHWC weight makes the output NHWC, so activations follow) instead of reordering every activation in
-  and out of the kernel's layout at each call. Same arithmetic in another order: float32 rounding noise only.
-* `host_malloc_tuning` (default on): glibc `mallopt` so that large allocations are reused from the heap instead of
-  being `mmap`ed and `munmap`ed at every call. Without it every activation of a batch-32 U-Net (8-64 MB each) is a
-  fresh mapping whose pages are faulted in and zeroed by the kernel (about 90,000 page faults per forward pass at
-  batch 8). Process-wide and harmless for GPU runs (their host allocations are small); no numerical effect. No-op
-  where glibc is absent.
-* `compile` (default off; on in the paper configs): `torch.compile` of the three networks **in place**
-  (`module.compile()`), so state-dict keys stay those of the reference (`torch.compile(module)` would prefix them with
-  `_orig_mod.`). Inductor fuses the group norms, adaptive scale/shift, SiLU and residual adds between convolutions.
-  Costs minutes of compilation per network and input shape on a small CPU, hence off by default (tests and smoke runs
-  use tiny models for seconds). Fused kernels round differently: float32 noise. `compile_components` restricts it.
+* `cpu_threads` (default "auto"; CPU runs only): intra-op threads. "auto" times a slice of the networks' work with
+  1, half and all of torch's threads and keeps the fastest, unless OMP_NUM_THREADS is set (then it is respected).
+  On a CPU shared with other busy processes every parallel region waits for its slowest thread and a preempted
+  thread costs a whole time slice: on the 2-core machine of docs/performance.md, under load, a 4 MB elementwise
+  multiply took 16 ms with 2 threads and 0.2 ms with 1, and a denoiser update ran 5x faster with 1 thread; idle,
+  2 threads were 1.7x faster than 1. No numerical effect beyond float32 summation order.
+* `host_malloc_tuning` (default on; CPU runs only): glibc `mallopt` so that large allocations are reused from the
+  heap instead of being `mmap`ed and `munmap`ed at every call. Without it every activation of the U-Net (megabytes
+  each) is a fresh mapping whose pages the kernel faults in and zeroes (about 90,000 page faults per batch-8 forward
+  pass); with it the forward pass ran 1.4x faster. Process-wide; no numerical effect; no-op without glibc.
+* `channels_last` (default "inference"): NHWC activations, by a forward pre-hook on every Conv2d. "inference": only
+  in passes without autograd (imagination's sampler and reward/end step, acting) — measured on CPU, NHWC made the
+  forward convolutions 1.1-1.4x faster but training (forward + backward) 1.15x slower, so training stays NCHW;
+  "always" (True): NHWC weights too, for every pass (the usual choice on GPUs, unmeasured here). Same arithmetic in
+  another order: float32 rounding noise only. Weights keep their NCHW layout in "inference" mode.
+* `compile` (default off): `torch.compile` of the three networks **in place** (`module.compile()`), so state-dict keys
+  stay those of the reference (`torch.compile(module)` would prefix them with `_orig_mod.`). Inductor fuses the group
+  norms, adaptive scale/shift, SiLU and residual adds between convolutions. On the 2-core CPU it took 2.5-9 minutes
+  per network and input shape and gave no measurable gain for training (convolutions dominate and stay oneDNN
+  calls), hence off by default; on GPUs, where the small sequential imagination calls are launch-bound, it is the
+  expected large win (unmeasured here). `compile_components` restricts it. Float32 noise only.
 * `matmul_precision` (default None: leave torch's setting): "high" allows TF32 matmuls/convolutions on GPUs, as the
   paper's fp32 training did on A100s. Changes numerics (10-bit mantissa inputs); GPU only.
-* `fused_adamw` (default None: torch's default): the fused AdamW kernel (`OptimConfig.fused`). GPU only in practice.
+* `fused_adamw` (default None: torch's default): the fused AdamW kernel (`OptimConfig.fused`). Float32 noise.
 * `cuda_graphs` (default off, GPU only): the imagination step's world-model calls (3-step sampler, reward/end step)
   are captured once per input shape and replayed, removing the per-kernel launch overhead that dominates these small
   sequential calls (spec §19 item 1). Identical arithmetic.
@@ -37,16 +45,14 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import logging
 import os
 import warnings
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from dataclasses import dataclass, fields, is_dataclass, replace
 from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
 
-log = logging.getLogger(__name__)
 
 COMPONENTS = ("denoiser", "rew_end_model", "actor_critic")
 _TORCH_DEFAULT_THREADS = torch.get_num_threads()  # torch's default (physical cores) before anything changed it
@@ -221,7 +227,7 @@ def apply_fast_paths(agent, cfg: FastPathConfig | dict | None = None, device: to
     nets = networks(agent)
     applied: dict[str, Any] = {"config": cfg, "device": str(device)}
 
-    if cfg.matmul_precision is not None:
+    if cfg.matmul_precision is not None and device.type == "cuda":  # TF32 is a GPU notion; keep CPU math as is
         torch.set_float32_matmul_precision(cfg.matmul_precision)
         applied["matmul_precision"] = cfg.matmul_precision
     if cfg.host_malloc_tuning and device.type == "cpu":

@@ -1,8 +1,17 @@
+import os
 from pathlib import Path
 
 import pytest
 
 GOLDEN_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "golden" / "diamond_small"
+
+
+def pytest_configure(config):
+    # One intra-op thread: the test networks are small, and OpenMP threads that spin-wait for a busy second core
+    # make a run many times slower instead of faster. Subprocess runs get OMP_NUM_THREADS=1 for the same reason.
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("DIAMOND_PL_TEST_THREADS", "1")))
 
 
 @pytest.fixture(scope="session")
