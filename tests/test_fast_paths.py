@@ -200,7 +200,7 @@ def test_benchmark_command_end_to_end(tmp_path):
     out = tmp_path / "bench.json"
     main(["benchmark", "--config", "configs/smoke.yaml", "--json", str(out), "--repeats", "1", "--warmup", "1",
           "--batch-size", "2", "--threads", "1", "--no-compile", "--in-process", "--env-steps", "20",
-          "--eval-steps", "20", "--eval-envs", "2", "--quiet"])
+          "--eval-steps", "20", "--eval-envs", "2", "--peak-size", "256", "--quiet"])
     result = json.loads(out.read_text())
     assert result["paper_size"] is False
     assert {"cpu_model", "logical_cpus", "torch", "torch_threads", "loadavg"} <= set(result["machine"])

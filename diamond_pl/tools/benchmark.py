@@ -113,12 +113,11 @@ def _net_defaults(key: str) -> dict:
 
 
 def fast_config(cfg: dict, overrides: dict) -> dict:
-    """The fast variant's FastPathConfig (as a dict): the config's `model.fast`, else the benchmark's default
-    (every CPU-safe fast path including compile), then command-line overrides."""
-    from diamond_pl.perf import FastPathConfig, as_fast_path_config
+    """The fast variant's FastPathConfig (as a dict): the config's `model.fast` section, else the defaults, then
+    command-line overrides."""
+    from diamond_pl.perf import as_fast_path_config
 
-    section = cfg["model"].get("fast")
-    base = as_fast_path_config(section) if section is not None else FastPathConfig(compile=True)
+    base = as_fast_path_config(cfg["model"].get("fast"))  # FastPathConfig() defaults without a `fast` section
     return asdict(replace(base, **{k: v for k, v in overrides.items() if v is not None}))
 
 
@@ -169,6 +168,27 @@ def measure_peak_flops(device, dtype=None, size: int | None = None, reps: int = 
         _sync(device)
         times.append(time.perf_counter() - t)
     return 2 * size**3 / statistics.median(times)
+
+
+PEAK_SIZE: int | None = None  # --peak-size (None: 2048 on CPU, 8192 on GPU)
+
+
+def machine_peak_flops(device) -> float:
+    """The peak to compare with: the larger of the matmul rate at the current thread count and at all of torch's
+    default threads (a variant that runs on fewer threads than the machine has is not flattered by a lower peak)."""
+    import torch
+
+    from diamond_pl.perf import _TORCH_DEFAULT_THREADS
+
+    threads = torch.get_num_threads()
+    peak = measure_peak_flops(device, size=PEAK_SIZE)
+    if device.type == "cpu" and threads != _TORCH_DEFAULT_THREADS:
+        torch.set_num_threads(_TORCH_DEFAULT_THREADS)
+        try:
+            peak = max(peak, measure_peak_flops(device, size=PEAK_SIZE))
+        finally:
+            torch.set_num_threads(threads)
+    return peak
 
 
 def count_flops(fn: Callable[[], Any]) -> int:
@@ -397,8 +417,10 @@ def run_variant(spec: dict) -> dict:
     """Measure the phases of one variant in this process. `spec` is plain JSON (see `main`)."""
     import torch
 
-    from diamond_pl.perf import apply_fast_paths, as_fast_path_config, eager_config
+    from diamond_pl.perf import apply_fast_paths, as_fast_path_config, eager_config, release_host_memory
 
+    global PEAK_SIZE
+    PEAK_SIZE = spec.get("peak_size")
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
     device = torch.device(spec["device"])
@@ -430,13 +452,15 @@ def run_variant(spec: dict) -> dict:
         args = {k: spec[k] for k in ("warmup", "repeats", "env_steps", "eval_steps", "eval_envs")}
         args["fast_cfg"] = fast_cfg or eager_config()
         ctx = Context(agent, data, store, device, batch_size, tmp, spec["seed"], args)
+        out["threads"] = torch.get_num_threads()
         for phase in spec["phases"]:
-            peak_before = measure_peak_flops(device)
+            peak_before = machine_peak_flops(device)
+            release_host_memory()  # what an earlier phase freed must not count as this phase's peak RSS
             _reset_peak_rss()
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             res = _run_phase(phase, ctx, agent, counter_agent, known_flops, spec, device)
-            peak_after = measure_peak_flops(device)
+            peak_after = machine_peak_flops(device)
             res["peak_rss_mb"] = _peak_rss_mb()
             res["peak_device_mb"] = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
             res["peak_flops_per_s"] = (peak_before + peak_after) / 2
@@ -562,7 +586,7 @@ def run(args: argparse.Namespace) -> dict:
     warmup = args.warmup if args.warmup is not None else (1 if on_cpu else 3)
     if repeats < 1:
         raise SystemExit("error: --repeats must be >= 1")
-    overrides = {"compile": args.compile, "compile_mode": args.compile_mode, "channels_last": args.channels_last,
+    overrides = {"cpu_threads": args.threads, "compile": args.compile, "compile_mode": args.compile_mode, "channels_last": args.channels_last,
                  "cuda_graphs": args.cuda_graphs, "inference_dtype": args.inference_dtype,
                  "host_malloc_tuning": args.host_malloc_tuning}
     fast = fast_config(cfg, overrides)
@@ -573,7 +597,7 @@ def run(args: argparse.Namespace) -> dict:
     spec_base = {"config": str(args.config), "device": device, "phases": phases, "repeats": repeats, "warmup": warmup,
                  "batch_size": batch_size, "scale": args.scale, "seed": args.seed, "threads": args.threads,
                  "env_steps": args.env_steps, "eval_steps": args.eval_steps, "eval_envs": args.eval_envs,
-                 "fast_cfg": fast, "progress": not args.quiet}
+                 "fast_cfg": fast, "progress": not args.quiet, "peak_size": args.peak_size}
     result: dict[str, Any] = {
         "command": "benchmark", "config": str(args.config), "machine": machine_info(device),
         "settings": {k: spec_base[k] for k in ("phases", "repeats", "warmup", "batch_size", "scale", "seed",
@@ -636,7 +660,7 @@ def print_report(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=max(Console().width, 200))
     m = result["machine"]
     console.print(f"[bold]diamond_pl benchmark[/] {result['config']}  device={m['device']}  cpu={m['cpu_model']} "
                   f"({m['logical_cpus']} logical, torch threads {m['torch_threads']})  torch {m['torch']}  "
@@ -657,7 +681,7 @@ def print_report(result: dict) -> None:
             refs = ref.get(phase, {})
             ref_txt = " / ".join(f"{k.split('_')[0]} {_fmt_s(v)}" for k, v in refs.items() if k.endswith("_s"))
             table.add_row(
-                phase, variant, r["unit"], _fmt_s(r["median_s"]), f"{_fmt_s(r['min_s'])}..{_fmt_s(r['max_s'])}",
+                phase, f"{variant} ({out.get('threads', '?')} thr)", r["unit"], _fmt_s(r["median_s"]), f"{_fmt_s(r['min_s'])}..{_fmt_s(r['max_s'])}",
                 _fmt(r.get("per_s"), ".3g"), _fmt(r.get("flops"), ".1f", 1e-9),
                 _fmt(r.get("achieved_flops_per_s"), ".1f", 1e-9), _fmt(r.get("utilisation"), ".0%"),
                 _fmt(r.get("peak_flops_per_s"), ".0f", 1e-9), _fmt_s(r.get("warmup_total_s")),
@@ -704,6 +728,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host-malloc-tuning", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--inference-dtype", choices=("bfloat16", "float16", "float32"))
+    p.add_argument("--peak-size", type=int, help="side of the square fp32 matmul that measures the peak "
+                   "(default: 2048 on CPU, 8192 on GPU)")
     p.add_argument("--in-process", action="store_true", help="run the variants in this process (no subprocesses)")
     p.add_argument("--quiet", action="store_true", help="no progress lines, no table")
     return p
