@@ -471,6 +471,9 @@ def run_variant(spec: dict) -> dict:
             out["phases"][phase] = res
             if spec.get("progress"):
                 print(f"[{spec['variant']}] {phase}: {_fmt_s(res['median_s'])} per {res['unit']}", file=sys.stderr, flush=True)
+    if device.type == "cuda" and fast_cfg is not None and fast_cfg.inference_dtype not in (None, "float32", "fp32"):
+        dtype = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16}.get(fast_cfg.inference_dtype, torch.float16)
+        out["peak_flops_per_s_inference_dtype"] = measure_peak_flops(device, dtype=dtype)
     return out
 
 
@@ -588,7 +591,8 @@ def run(args: argparse.Namespace) -> dict:
         raise SystemExit("error: --repeats must be >= 1")
     overrides = {"cpu_threads": args.threads, "compile": args.compile, "compile_mode": args.compile_mode, "channels_last": args.channels_last,
                  "cuda_graphs": args.cuda_graphs, "inference_dtype": args.inference_dtype,
-                 "host_malloc_tuning": args.host_malloc_tuning}
+                 "host_malloc_tuning": args.host_malloc_tuning, "matmul_precision": args.matmul_precision,
+                 "fused_adamw": args.fused_adamw}
     fast = fast_config(cfg, overrides)
     batch_size = args.batch_size
     data_batch = int((cfg.get("data") or {}).get("batch_size", 32))
@@ -728,6 +732,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host-malloc-tuning", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--inference-dtype", choices=("bfloat16", "float16", "float32"))
+    p.add_argument("--matmul-precision", choices=("highest", "high", "medium"), help="fast variant (GPU: high = TF32)")
+    p.add_argument("--fused-adamw", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--peak-size", type=int, help="side of the square fp32 matmul that measures the peak "
                    "(default: 2048 on CPU, 8192 on GPU)")
     p.add_argument("--in-process", action="store_true", help="run the variants in this process (no subprocesses)")
