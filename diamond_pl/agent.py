@@ -12,13 +12,14 @@ Hyperparameters are saved as plain dicts (`hparams`), so checkpoints load with `
 
 from __future__ import annotations
 
-from dataclasses import asdict, fields, is_dataclass, replace
+from dataclasses import asdict, replace
 from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor
 
+from diamond_pl.config_dicts import from_dict
 from diamond_pl.diffusion.sampler import SamplerConfig
 from diamond_pl.envs.atari import AtariEnv
 from diamond_pl.envs.env_loop import TorchAtariEnv
@@ -35,19 +36,6 @@ from diamond_pl.nets.rew_end_net import RewEndNetConfig
 from diamond_pl.perf import FastPathConfig, apply_fast_paths, as_fast_path_config, imagination_fns
 
 COMPONENTS = ("denoiser", "rew_end_model", "actor_critic")  # training order within an epoch, and optimiser order
-
-
-def _as(cls, value):
-    """Accept a dataclass instance or a dict of its fields (checkpoints store dicts)."""
-    if value is None:
-        return None
-    if is_dataclass(value):
-        return value
-    names = {f.name for f in fields(cls)}
-    unknown = set(value) - names
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}; valid: {sorted(names)}")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
 
 
 def _with_actions(cfg, num_actions: int, what: str):
@@ -97,12 +85,12 @@ class DiamondAgent(L.LightningModule):
         self.automatic_optimization = False
         self.game = validate_game(game)
         a = game_num_actions(self.game)
-        denoiser = _with_actions(_as(DenoiserNetConfig, denoiser), a, "denoiser")
-        rew_end_model = _with_actions(_as(RewEndNetConfig, rew_end_model), a, "rew_end_model")
-        actor_critic = _with_actions(_as(ActorCriticNetConfig, actor_critic), a, "actor_critic")
-        sampler, world_model_env = _as(SamplerConfig, sampler), _as(WorldModelEnvConfig, world_model_env)
-        actor_critic_loss = _as(ActorCriticLossConfig, actor_critic_loss)
-        optims = {c: _as(OptimConfig, o) for c, o in zip(COMPONENTS, (denoiser_optim, rew_end_model_optim, actor_critic_optim))}
+        denoiser = _with_actions(from_dict(DenoiserNetConfig, denoiser), a, "denoiser")
+        rew_end_model = _with_actions(from_dict(RewEndNetConfig, rew_end_model), a, "rew_end_model")
+        actor_critic = _with_actions(from_dict(ActorCriticNetConfig, actor_critic), a, "actor_critic")
+        sampler, world_model_env = from_dict(SamplerConfig, sampler), from_dict(WorldModelEnvConfig, world_model_env)
+        actor_critic_loss = from_dict(ActorCriticLossConfig, actor_critic_loss)
+        optims = {c: from_dict(OptimConfig, o) for c, o in zip(COMPONENTS, (denoiser_optim, rew_end_model_optim, actor_critic_optim))}
         if rew_end_model.img_size != actor_critic.img_size:
             raise ValueError(
                 f"rew_end_model.img_size ({rew_end_model.img_size}) and actor_critic.img_size "

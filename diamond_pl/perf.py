@@ -49,11 +49,13 @@ import ctypes
 import ctypes.util
 import os
 import warnings
-from dataclasses import dataclass, fields, is_dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
+
+from diamond_pl.config_dicts import from_dict
 
 
 COMPONENTS = ("denoiser", "rew_end_model", "actor_critic")
@@ -104,15 +106,7 @@ def channels_last_mode(cfg: FastPathConfig) -> str | None:
 
 def as_fast_path_config(value: FastPathConfig | dict | None) -> FastPathConfig:
     """Accept a FastPathConfig, a dict of its fields (YAML / checkpoints) or None (defaults)."""
-    if value is None:
-        return FastPathConfig()
-    if is_dataclass(value):
-        return value
-    names = {f.name for f in fields(FastPathConfig)}
-    unknown = set(value) - names
-    if unknown:
-        raise ValueError(f"unknown FastPathConfig fields: {sorted(unknown)}; valid: {sorted(names)}")
-    return FastPathConfig(**value)
+    return FastPathConfig() if value is None else from_dict(FastPathConfig, value)
 
 
 # --- the networks ----------------------------------------------------------------------------------------------------
