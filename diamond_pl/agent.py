@@ -33,7 +33,7 @@ from diamond_pl.modules.reward_end import RewardEndModule, reward_end_optim
 from diamond_pl.nets.actor_critic_net import ActorCriticNetConfig
 from diamond_pl.nets.denoiser_net import DenoiserNetConfig
 from diamond_pl.nets.rew_end_net import RewEndNetConfig
-from diamond_pl.perf import FastPathConfig, apply_fast_paths, as_fast_path_config, imagination_fns
+from diamond_pl.perf import FastPathConfig, apply_fast_paths, as_fast_path_config, imagination_fns, release_host_memory
 
 COMPONENTS = ("denoiser", "rew_end_model", "actor_critic")  # training order within an epoch, and optimiser order
 
@@ -126,6 +126,7 @@ class DiamondAgent(L.LightningModule):
         self._imagination_fns = None
         self.env_loop = None  # imagination, built at the first actor-critic step of each epoch
         self._grad_norms: dict[str, Tensor] = {}
+        self._last_component: str | None = None
 
     @property
     def num_actions(self) -> int:
@@ -157,6 +158,8 @@ class DiamondAgent(L.LightningModule):
     def training_step(self, batch: tuple[str, Any], batch_idx: int) -> None:
         component, data = batch
         module = self.components[component]
+        if component != self._last_component:
+            self._on_component_switch(component)
         if component == "denoiser":
             loss, metrics = module.loss(data)
         elif component == "rew_end_model":
@@ -175,6 +178,14 @@ class DiamondAgent(L.LightningModule):
         metrics[f"{component}/train/grad_norm_before_clip"] = self._grad_norms.pop(component)
         metrics[f"{component}/train/lr"] = lr
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=1)
+
+    def _on_component_switch(self, component: str) -> None:
+        # With host malloc tuning the heap never shrinks by itself, so it would hold the largest component's
+        # high-water mark (the reward/end backward pass: ~12 GB at batch 32) through the others; trimming once per
+        # block of updates gives it back and costs one update's page faults (measured in docs/performance.md).
+        if self._last_component is not None and getattr(self, "_fast_paths_applied", {}).get("host_malloc_tuning"):
+            release_host_memory()
+        self._last_component = component
 
     def on_before_optimizer_step(self, optimizer) -> None:
         i = [o.optimizer if hasattr(o, "optimizer") else o for o in self.trainer.optimizers].index(optimizer)

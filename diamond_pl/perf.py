@@ -134,9 +134,14 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _malloc_tuned: bool | None = None
 
 
-def tune_host_malloc(mmap_threshold: int = 1 << 30, trim_threshold: int = (1 << 31) - 1) -> bool:
+def tune_host_malloc(mmap_threshold: int = 1 << 30, trim_threshold: int = -1) -> bool:
     """glibc: serve allocations below `mmap_threshold` from the heap and never trim it, so that freed activation
-    buffers are reused rather than unmapped and faulted in again. Process-wide, once. Returns True if applied."""
+    buffers are reused rather than unmapped and faulted in again. Process-wide, once. Returns True if applied.
+
+    `trim_threshold = -1` means "never": glibc stores it as a size_t, so -1 becomes SIZE_MAX. The largest positive
+    int (2 GB) is not enough: a batch-32 reward/end backward pass frees ~2.7 GB at once, glibc then gave it back to
+    the kernel (`brk` down) after every update and the next forward pass faulted it in again (about 150,000-660,000
+    page faults and 3-5 s of system time per update on the 2-core CPU of docs/performance.md)."""
     global _malloc_tuned
     if _malloc_tuned is not None:
         return _malloc_tuned

@@ -225,3 +225,22 @@ def test_benchmark_command_end_to_end(tmp_path):
     for name in ("denoiser", "rew_end", "imagination", "actor_critic"):
         assert result["variants"]["eager"]["phases"][name]["flops"] == result["variants"]["fast"]["phases"][name]["flops"]
     assert result["variants"]["fast"]["applied"]["channels_last"]
+
+
+def test_host_heap_is_released_when_the_trained_component_changes(monkeypatch):
+    import diamond_pl.agent as agent_module
+
+    calls = []
+    monkeypatch.setattr(agent_module, "release_host_memory", lambda: calls.append(1) or True)
+    agent = tiny_agent()
+    applied = apply_fast_paths(agent, FastPathConfig(cpu_threads=None, channels_last=False), device="cpu")
+    agent._on_component_switch("denoiser")  # the first block: nothing to release yet
+    assert calls == []
+    agent._on_component_switch("rew_end_model")
+    assert len(calls) == (1 if applied.get("host_malloc_tuning") else 0)
+
+    plain = tiny_agent()
+    apply_fast_paths(plain, eager_config(), device="cpu")  # untuned heap: glibc trims by itself
+    plain._on_component_switch("denoiser")
+    plain._on_component_switch("actor_critic")
+    assert len(calls) == (1 if applied.get("host_malloc_tuning") else 0)

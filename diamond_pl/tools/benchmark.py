@@ -586,7 +586,7 @@ def run(args: argparse.Namespace) -> dict:
         raise SystemExit(f"error: --variants takes {','.join(VARIANTS)}")
     on_cpu = device == "cpu"
     repeats = args.repeats if args.repeats is not None else (2 if on_cpu else 10)
-    warmup = args.warmup if args.warmup is not None else (1 if on_cpu else 3)
+    warmup = args.warmup if args.warmup is not None else (2 if on_cpu else 3)
     if repeats < 1:
         raise SystemExit("error: --repeats must be >= 1")
     overrides = {"cpu_threads": args.threads, "compile": args.compile, "compile_mode": args.compile_mode, "channels_last": args.channels_last,
@@ -717,7 +717,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}")
     p.add_argument("--variants", default="eager,fast", help="eager (every fast path off), fast, or both")
     p.add_argument("--repeats", type=int, help="timed units per phase (default: 2 on CPU, 10 on GPU)")
-    p.add_argument("--warmup", type=int, help="untimed units first, incl. compilation (default: 1 on CPU, 3 on GPU)")
+    p.add_argument("--warmup", type=int, help="untimed units first, incl. compilation (default: 2 on CPU, where the host heap grows over the first updates; 3 on GPU)")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available, else cpu")
     p.add_argument("--batch-size", type=int, help="batch size / imagined envs (default: data.batch_size, 32)")
     p.add_argument("--scale", type=float, default=1.0, help="multiply network widths (quick runs; 1 = config sizes)")
