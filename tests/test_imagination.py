@@ -111,6 +111,17 @@ def test_sampled_ends_reset_envs_and_contexts_come_from_real_data(tmp_path):
         assert u in real_values, f"context frame {u} is not real data"
 
 
+def test_contexts_are_kept_as_uint8_and_taken_as_the_batches_float_frames(tmp_path):
+    store = real_store(tmp_path, length=3)  # short episodes: many contexts carry left padding
+    env = make_env(store, num_envs=4, preload=2, seed=3)
+    env.reset()
+    assert env.pool["obs"].dtype == torch.uint8  # 4x less memory than float32
+    first = SegmentSampler(store, batch_size=4, seq_len=4, seed=3).sample()  # the first batch the env preloaded
+    assert (~first.mask_padding).any()  # the comparison covers padding frames (0.0, not -1)
+    assert torch.equal(env.obs_buffer, first.obs_float())
+    assert torch.equal(env.act_buffer, first.act)
+
+
 def test_bootstrap_values_use_the_final_observation(tmp_path):
     env = make_env(real_store(tmp_path), num_envs=4, horizon=3, p_end=0.3)
     module = make_module()
