@@ -125,6 +125,7 @@ class DiamondAgent(L.LightningModule):
         self.fast_cfg = as_fast_path_config(fast)
         self._imagination_fns = None
         self.env_loop = None  # imagination, built at the first actor-critic step of each epoch
+        self._real_envs: AtariEnv | None = None  # model-free mode's train envs
         self._grad_norms: dict[str, Tensor] = {}
         self._last_component: str | None = None
 
@@ -199,6 +200,11 @@ class DiamondAgent(L.LightningModule):
         # reward/end model; and a checkpoint at an epoch boundary then holds everything needed to resume exactly
         self.env_loop = None
 
+    def teardown(self, stage: str) -> None:
+        if self._real_envs is not None:
+            self._real_envs.close()
+            self._real_envs = None
+
     def on_train_epoch_end(self) -> None:
         metrics = self.rew_end_model.classification_metrics("train")
         self.log_dict({f"rew_end_model/train/{k}": v for k, v in metrics.items()}, batch_size=1)
@@ -208,8 +214,9 @@ class DiamondAgent(L.LightningModule):
         """The env loop the actor-critic trains in: imagination, or real envs in model-free mode."""
         if self.model_free:
             if self.env_loop is None:
-                real = AtariEnv(self.game, self.world_model_env_cfg.num_envs, done_on_life_loss=True)
-                self.env_loop = self.actor_critic.make_env_loop(TorchAtariEnv(real, self.device))
+                if self._real_envs is None:  # loading 32 ROMs takes seconds: once per run, reset each epoch
+                    self._real_envs = AtariEnv(self.game, self.world_model_env_cfg.num_envs, done_on_life_loss=True)
+                self.env_loop = self.actor_critic.make_env_loop(TorchAtariEnv(self._real_envs, self.device))
             return self.env_loop
         if self.env_loop is None:
             dm = self.trainer.datamodule
