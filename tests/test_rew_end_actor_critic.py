@@ -200,3 +200,40 @@ def test_actor_critic_loss_pieces():
     # the advantage is a constant for the policy term: the value gets gradient from the value loss only
     loss.backward()
     torch.testing.assert_close(values.grad, 2 * (values.detach() - returns) / (b * t))
+
+
+def test_actor_critic_policy_batched_and_per_frame_use_agree():
+    """The collector's batched uint8 interface and the tools' per-frame interface are one policy with one state."""
+    import numpy as np
+
+    from diamond_pl.data.frames import uint8_to_float
+    from diamond_pl.modules.actor_critic import ActorCriticPolicy
+
+    torch.manual_seed(0)
+    net = ActorCriticNet(ActorCriticNetConfig(num_actions=4, lstm_dim=16, channels=(8, 8, 8, 8), img_size=16))
+    torch.nn.init.normal_(net.actor_linear.weight)  # a non-uniform policy
+    frames = np.random.default_rng(0).integers(0, 256, (3, 2, 3, 16, 16), dtype=np.uint8)  # (time, env, C, H, W)
+
+    batched = ActorCriticPolicy(net)
+    torch.manual_seed(1)
+    batched_acts = [batched.act(frames[t]) for t in range(3)]
+    single = ActorCriticPolicy(net)
+    torch.manual_seed(1)
+    # env 0 only: the same state sequence as row 0 of the batched policy; the draws differ in count, not in state
+    for t in range(3):
+        single.act_on_frame(uint8_to_float(torch.from_numpy(frames[t, 0])))
+    torch.testing.assert_close(single.hx_cx[0][0], batched.hx_cx[0][0])
+    assert all(a.shape == (2,) and a.dtype == np.int64 for a in batched_acts)
+
+    # burn-in steps the LSTM from zeros like acting does, but draws no action (no RNG use)
+    burnt = ActorCriticPolicy(net)
+    state = torch.random.get_rng_state()
+    burnt.burn_in(uint8_to_float(torch.from_numpy(frames[:, 0])))
+    assert torch.equal(torch.random.get_rng_state(), state)
+    torch.testing.assert_close(burnt.hx_cx[0][0], single.hx_cx[0][0])
+
+    # reset(mask) zeroes the ended envs only; reset() every env
+    batched.reset(np.array([True, False]))
+    assert batched.hx_cx[0][0].abs().sum() == 0 and batched.hx_cx[0][1].abs().sum() > 0
+    batched.reset()
+    assert batched.hx_cx is None

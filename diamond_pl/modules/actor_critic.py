@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -71,31 +72,55 @@ class ActorCriticModule(L.LightningModule):
 
 
 class ActorCriticPolicy:
-    """The actor-critic acting in the real env (the `Policy` of `data.collector`): uint8 frames in, actions out.
+    """The actor-critic acting outside training, keeping its LSTM state between calls.
 
-    Uses the env loop's `policy_step` (the same action sampling as imagination); the recurrent state is zeroed
-    for envs whose episode ended (in the train env that includes every life loss). Epsilon is the collector's.
+    Two uses, one state: in the real env it is the `Policy` of `data.collector` (`act`: a batch of uint8 frames in,
+    actions out; `reset(mask)` zeroes the state of envs whose episode ended, in the train env every life loss), and
+    the interactive tools step it one float frame at a time (`act_on_frame`, `burn_in`). Actions are drawn by the env
+    loop's `policy_step`, the same sampling as in imagination; epsilon is the collector's.
     """
 
     def __init__(self, net: ActorCriticNet, temperature: float = 1.0) -> None:
         self.net, self.temperature = net, temperature
-        self.hx_cx: tuple[Tensor, Tensor] | None = None
+        self.hx_cx: tuple[Tensor, Tensor] | None = None  # None = zeros (a fresh episode)
 
     @property
     def device(self) -> torch.device:
         return next(self.net.parameters()).device
 
     @torch.no_grad()
-    def act(self, obs):
-        x = uint8_to_float(torch.from_numpy(obs).to(self.device))
+    def step(self, frames: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """float frames (N, 3, H, W) in [-1, 1] -> actions (N,), logits (N, A), values (N,); advances the state."""
+        x = frames.to(self.device)
         if self.hx_cx is None or self.hx_cx[0].shape[0] != x.shape[0]:
             zeros = torch.zeros(x.shape[0], self.net.lstm.hidden_size, device=self.device)
             self.hx_cx = (zeros, zeros.clone())
-        act, _, _, self.hx_cx = policy_step(self.net, x, self.hx_cx, self.temperature)
-        return act.cpu().numpy()
+        act, logits, value, self.hx_cx = policy_step(self.net, x, self.hx_cx, self.temperature)
+        return act, logits, value
 
-    def reset(self, mask) -> None:
-        if self.hx_cx is not None:
+    def act(self, obs) -> np.ndarray:
+        """uint8 frames (N, 3, H, W) (numpy) -> actions (N,) (numpy): the collector's interface."""
+        return self.step(uint8_to_float(torch.from_numpy(obs).to(self.device)))[0].cpu().numpy()
+
+    def act_on_frame(self, frame: Tensor) -> tuple[int, Tensor, float]:
+        """One env: float frame (3, H, W) -> (action, action probabilities (A,), value)."""
+        act, logits, value = self.step(frame[None])
+        probs = torch.softmax(logits[0].float() / self.temperature, dim=-1)
+        return int(act[0]), probs.cpu(), float(value[0])
+
+    @torch.no_grad()
+    def burn_in(self, frames: Tensor) -> None:
+        """One env: step the LSTM through frames (k, 3, H, W) from zero state without acting, as training does
+        after an imagined reset."""
+        self.reset()
+        for frame in frames:
+            _, _, self.hx_cx = self.net(frame[None].to(self.device), self.hx_cx)
+
+    def reset(self, mask=None) -> None:
+        """Zero the state of the envs in `mask` (bool (N,)), or of all envs."""
+        if mask is None:
+            self.hx_cx = None
+        elif self.hx_cx is not None:
             keep = ~torch.as_tensor(mask, device=self.device)[:, None]
             self.hx_cx = (self.hx_cx[0] * keep, self.hx_cx[1] * keep)
 

@@ -34,8 +34,9 @@ from diamond_pl.data.episode import EpisodeFileError
 from diamond_pl.data.frames import uint8_to_float
 from diamond_pl.data.store import EpisodeStore
 from diamond_pl.envs.atari import AtariEnv
+from diamond_pl.modules.actor_critic import ActorCriticPolicy
 from diamond_pl.tools.common import ToolError, load_tool_agent, pick_device, run_tool
-from diamond_pl.tools.imagined_env import ImaginedEnv, PolicyActor
+from diamond_pl.tools.imagined_env import ImaginedEnv
 from diamond_pl.tools.video import check_mp4_support, compose, save_animation, save_strip, to_uint8
 
 COMMAND = "dream"
@@ -111,14 +112,14 @@ def parse_actions(text: str, meanings: list[str]) -> list[int]:
     return out
 
 
-def live_start(env: AtariEnv, actor: PolicyActor, n: int, start_step: int, seed: int | None) -> Start:
+def live_start(env: AtariEnv, actor: ActorCriticPolicy, n: int, start_step: int, seed: int | None) -> Start:
     """Play the policy for `start_step` steps; the env stays at that state for the replay."""
     if start_step < n - 1:
         raise ToolError(f"--start-step must be >= {n - 1}: the world model needs {n} real frames of context")
     obs = env.reset(seed=seed)
     frames, actions = [obs[0]], []
     for t in range(start_step):
-        a, _, _ = actor.act(uint8_to_float(torch.from_numpy(obs[0])))
+        a, _, _ = actor.act_on_frame(uint8_to_float(torch.from_numpy(obs[0])))
         step = env.step(np.array([a]))
         if step.end[0] or step.trunc[0]:
             raise ToolError(f"the real episode ended after {t + 1} steps, before --start-step {start_step}; "
@@ -178,7 +179,7 @@ def dream(args: argparse.Namespace) -> dict:
         torch.manual_seed(args.seed)  # policy sampling, sampler noise, reward/end sampling
     n = agent.denoiser.num_steps_conditioning
     temperature = agent.actor_critic.loss_cfg.temperature if args.temperature is None else args.temperature
-    actor = PolicyActor(agent.actor_critic.net, temperature)
+    actor = ActorCriticPolicy(agent.actor_critic.net, temperature)
 
     env = None if recorded else AtariEnv(agent.game, 1, done_on_life_loss=False, seed=args.seed)
     try:
@@ -199,7 +200,7 @@ def dream(args: argparse.Namespace) -> dict:
         frame = wm.reset(context, torch.from_numpy(start.act))
         imagined, actions, trajectory = [], [], None
         for k in range(args.horizon):
-            a = plan[k % len(plan)] if plan is not None else actor.act(frame)[0]
+            a = plan[k % len(plan)] if plan is not None else actor.act_on_frame(frame)[0]
             want = args.denoising_trajectory is not None and k == args.trajectory_step
             step = wm.step(a, return_trajectory=want)
             if want:

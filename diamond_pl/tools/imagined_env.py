@@ -16,8 +16,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from diamond_pl.envs.env_loop import policy_step
-from diamond_pl.nets.actor_critic_net import ActorCriticNet
 
 
 @dataclass
@@ -71,33 +69,3 @@ class ImaginedEnv:
         self.act_buffer = torch.cat((self.act_buffer[:, 1:], torch.zeros_like(act)), dim=1)
         return ImaginedStep(obs=next_obs[0], rew=float(rew), end=end, rew_probs=p_rew.cpu(), end_prob=float(p_end[1]),
                             trajectory=None if trajectory is None else trajectory[:, 0])
-
-
-class PolicyActor:
-    """The actor-critic acting on float frames one at a time (imagined or real), keeping its LSTM state."""
-
-    def __init__(self, net: ActorCriticNet, temperature: float = 1.0) -> None:
-        self.net, self.temperature = net, temperature
-        self.hx_cx: tuple[Tensor, Tensor] | None = None
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.net.parameters()).device
-
-    def reset(self) -> None:
-        self.hx_cx = None  # zeros at the next call
-
-    @torch.no_grad()
-    def burn_in(self, frames: Tensor) -> None:
-        """Step the LSTM through frames (k, 3, H, W) from zero state, as training does after an imagined reset."""
-        self.reset()
-        for frame in frames:
-            _, _, self.hx_cx = self.net(frame[None].to(self.device), self.hx_cx)
-
-    @torch.no_grad()
-    def act(self, frame: Tensor) -> tuple[int, Tensor, float]:
-        """frame float (3, H, W) -> (action, action probabilities (A,), value)."""
-        act, logits, value, self.hx_cx = policy_step(self.net, frame[None].to(self.device), self.hx_cx,
-                                                     self.temperature)
-        probs = torch.softmax(logits[0].float() / self.temperature, dim=-1)
-        return int(act[0]), probs.cpu(), float(value[0])

@@ -29,7 +29,7 @@ from diamond_pl.data.store import EpisodeStore
 from diamond_pl.envs.atari import AtariEnv
 from diamond_pl.modules.actor_critic import ActorCriticPolicy
 from diamond_pl.tools.common import ToolError
-from diamond_pl.tools.imagined_env import ImaginedEnv, PolicyActor
+from diamond_pl.tools.imagined_env import ImaginedEnv
 
 
 @dataclass
@@ -54,7 +54,7 @@ class PlaySession:
         self.horizon = horizon
         self.seed = seed
         temperature = agent.actor_critic.loss_cfg.temperature if temperature is None else temperature
-        self.actor = PolicyActor(agent.actor_critic.net, temperature)
+        self.actor = ActorCriticPolicy(agent.actor_critic.net, temperature)
         self.envs = {
             "test": AtariEnv(agent.game, 1, done_on_life_loss=False, seed=seed),
             "train": AtariEnv(agent.game, 1, done_on_life_loss=True, seed=None if seed is None else seed + 1),
@@ -109,7 +109,7 @@ class PlaySession:
         """One step; `human_action` None = the policy's action. The caller resets after a done step."""
         if self.frame is None:
             self.reset()
-        policy_action, probs, value = self.actor.act(self.frame)
+        policy_action, probs, value = self.actor.act_on_frame(self.frame)
         action = policy_action if human_action is None else int(human_action)
         if not 0 <= action < len(self.action_meanings):
             raise ValueError(f"action {action} out of range for {self.game} ({len(self.action_meanings)} actions)")
