@@ -1,7 +1,5 @@
 """End-to-end modes of `fit` besides the default: model-free, static dataset, mixed precision, config validation."""
 
-import shutil
-
 import numpy as np
 import pytest
 import torch

@@ -155,7 +155,7 @@ class CollectAndEvaluate(Callback):
         trainer.fit_loop.max_epochs = self.num_epochs_collect + self.num_final_epochs
 
     def _initial_collection(self, trainer: L.Trainer, pl_module) -> None:
-        dm, store = trainer.datamodule, trainer.datamodule.train_store
+        store = trainer.datamodule.train_store
         self._lengths_before = list(store.lengths)
         random_policy = RandomPolicy(pl_module.num_actions, seed=None if self.seed is None else self.seed + 2)
         self.collector.policy = random_policy  # zero-initialised actor = uniform; a random policy says so plainly

@@ -7,7 +7,7 @@ imagined envs persist across steps (truncated BPTT), so consecutive updates cont
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import lightning as L
 import numpy as np

@@ -1,4 +1,5 @@
-"""What every researcher tool does first: pick a device, load the agent, check an optional config against it.
+"""What every researcher tool does first: parse the shared options, pick a device, load the agent, check an optional
+config against it.
 
 Errors a user can fix (missing file, wrong game, bad option) are raised as `ToolError` with the fix in the message;
 `run_tool` turns them into `<command>: error: ...` on stderr and exit status 2, without a traceback.
@@ -6,6 +7,7 @@ Errors a user can fix (missing file, wrong game, bad option) are raised as `Tool
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
@@ -21,6 +23,17 @@ DEFAULT_GAME = "Breakout"  # what a config without `data.game` trains (ReplayDat
 
 class ToolError(RuntimeError):
     """A problem the user can fix; the message says what and how."""
+
+
+def tool_parser(command: str, description: str, seeds: str) -> argparse.ArgumentParser:
+    """The options every checkpoint tool (evaluate, dream, play) shares; `seeds` says what --seed seeds."""
+    p = argparse.ArgumentParser(prog=f"python -m diamond_pl {command}", description=description)
+    p.add_argument("--ckpt_path", "--ckpt-path", dest="ckpt_path", required=True,
+                   help="diamond_pl checkpoint (.ckpt) or DIAMOND agent (.pt)")
+    p.add_argument("--seed", type=int, default=None, help=f"seeds {seeds} (default: random)")
+    p.add_argument("--temperature", type=float, default=None, help="actor temperature (default: the checkpoint's)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    return p
 
 
 def run_tool(command: str, fn: Callable[[], object]) -> None:

@@ -35,7 +35,7 @@ from diamond_pl.data.frames import uint8_to_float
 from diamond_pl.data.store import EpisodeStore
 from diamond_pl.envs.atari import AtariEnv
 from diamond_pl.modules.actor_critic import ActorCriticPolicy
-from diamond_pl.tools.common import ToolError, load_tool_agent, pick_device, run_tool
+from diamond_pl.tools.common import ToolError, load_tool_agent, pick_device, run_tool, tool_parser
 from diamond_pl.tools.imagined_env import ImaginedEnv
 from diamond_pl.tools.video import check_mp4_support, compose, save_animation, save_strip, to_uint8
 
@@ -44,13 +44,12 @@ DEFAULT_LIVE_START = 20
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=f"python -m diamond_pl {COMMAND}",
-        description="Imagine a rollout in the world model and save it next to the real one (left: imagined, right: "
-                    "real, same start and actions).",
+    p = tool_parser(
+        COMMAND,
+        "Imagine a rollout in the world model and save it next to the real one (left: imagined, right: "
+        "real, same start and actions).",
+        seeds="the real env, the policy and the sampler noise",
     )  # fmt: skip
-    p.add_argument("--ckpt_path", "--ckpt-path", dest="ckpt_path", required=True,
-                   help="diamond_pl checkpoint (.ckpt) or DIAMOND agent (.pt)")
     p.add_argument("--horizon", type=int, default=50, help="imagined steps")
     p.add_argument("--out", type=Path, default=Path("rollout.gif"), help="animation to write (.gif, or .mp4)")
     drive = p.add_mutually_exclusive_group()
@@ -64,15 +63,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--start-step", type=int, default=None,
                    help=f"step of the real episode where imagination starts (default: {DEFAULT_LIVE_START} live, "
                         f"n - 1 = 3 with --data-dir)")  # fmt: skip
-    p.add_argument("--seed", type=int, default=None, help="seeds the real env, the policy and the sampler noise")
-    p.add_argument("--temperature", type=float, default=None, help="actor temperature (default: the checkpoint's)")
     p.add_argument("--denoising-trajectory", type=Path, default=None, metavar="OUT.png",
                    help="also save the denoising trajectory of one imagined step as a PNG strip")
     p.add_argument("--trajectory-step", type=int, default=0,
                    help="which imagined step (0-based) --denoising-trajectory shows")
     p.add_argument("--scale", type=int, default=4, help="pixel upscaling of the 64x64 frames")
     p.add_argument("--fps", type=float, default=10.0, help="frames per second of the animation")
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     return p
 
 

@@ -24,27 +24,23 @@ from diamond_pl.envs.atari import AtariEnv
 from diamond_pl.games import human_normalised_score
 from diamond_pl.modules.actor_critic import ActorCriticPolicy
 from diamond_pl.atomic import atomic_write_bytes
-from diamond_pl.tools.common import ToolError, load_tool_agent, pick_device, run_tool
+from diamond_pl.tools.common import ToolError, load_tool_agent, pick_device, run_tool, tool_parser
 
 COMMAND = "evaluate"
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=f"python -m diamond_pl {COMMAND}",
-        description="Play full test games with a trained agent and report returns and the human-normalised score.",
-    )
-    p.add_argument("--ckpt_path", "--ckpt-path", dest="ckpt_path", required=True,
-                   help="diamond_pl checkpoint (.ckpt) or DIAMOND agent (.pt)")
+    p = tool_parser(
+        COMMAND,
+        "Play full test games with a trained agent and report returns and the human-normalised score.",
+        seeds="env resets and action sampling",
+    )  # fmt: skip
     p.add_argument("--config", default=None, help="the run's YAML; only checked against the checkpoint's game")
     p.add_argument("--episodes", type=int, default=100, help="test episodes (paper: 100)")
     p.add_argument("--num_envs", type=int, default=8, help="games played in parallel")
     p.add_argument("--epsilon", type=float, default=0.0, help="probability of a random action per step (paper: 0)")
-    p.add_argument("--temperature", type=float, default=None, help="actor temperature (default: the checkpoint's)")
     p.add_argument("--noop_max", type=int, default=30, help="random no-ops at reset are drawn in 1..noop_max")
-    p.add_argument("--seed", type=int, default=None, help="seeds env resets and action sampling (default: random)")
     p.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from diamond_pl.data.frames import float_to_uint8
-from diamond_pl.tools.common import ToolError, load_tool_agent, pick_device, run_tool
+from diamond_pl.tools.common import ToolError, load_tool_agent, pick_device, run_tool, tool_parser
 from diamond_pl.tools.play_controls import (
     ACTION_KEYS,
     ENVS,
@@ -36,12 +36,11 @@ INSTALL_HINT = 'play needs pygame, an optional extra: pip install "diamond-pl[pl
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=f"python -m diamond_pl {COMMAND}",
-        description="Play inside the world model or the real game (needs pygame: pip install \"diamond-pl[play]\").",
-    )
-    p.add_argument("--ckpt_path", "--ckpt-path", dest="ckpt_path", required=True,
-                   help="diamond_pl checkpoint (.ckpt) or DIAMOND agent (.pt)")
+    p = tool_parser(
+        COMMAND,
+        "Play inside the world model or the real game (needs pygame: pip install \"diamond-pl[play]\").",
+        seeds="the real envs, the context draws and torch",
+    )  # fmt: skip
     p.add_argument("--size", type=int, default=640, help="frame size in pixels (rounded down to a multiple of 64)")
     p.add_argument("--fps", type=float, default=15.0, help="target frames (= env steps) per second")
     p.add_argument("--no-header", action="store_true", help="no text header above the frame")
@@ -52,9 +51,6 @@ def parser() -> argparse.ArgumentParser:
                    help="draw world-model contexts from this store folder (e.g. RUN/dataset/train) instead")
     p.add_argument("--env", choices=ENVS, default="wm", help="environment to start in")
     p.add_argument("--policy", action="store_true", help="start with the policy in control")
-    p.add_argument("--seed", type=int, default=None, help="seeds the real envs, the context draws and torch")
-    p.add_argument("--temperature", type=float, default=None, help="actor temperature (default: the checkpoint's)")
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     p.add_argument("--max-frames", type=int, default=None, help="quit after this many frames (demos, tests)")
     return p
 
