@@ -18,6 +18,7 @@ from typing import Sequence
 import lightning as L
 import numpy as np
 
+from diamond_pl.config_dicts import from_dict
 from diamond_pl.data.sampler import DEFAULT_SAMPLE_WEIGHTS, SegmentSampler, check_sample_weights
 from diamond_pl.data.schedule import UpdateCounts, UpdateSchedule
 from diamond_pl.data.store import EpisodeStore
@@ -51,8 +52,8 @@ class ReplayDataModule(L.LightningDataModule):
             model_free: only actor-critic updates (set from `model.model_free` by the CLI).
         """
         super().__init__()
-        self.updates_first_epoch = updates_first_epoch if isinstance(updates_first_epoch, UpdateCounts) else UpdateCounts(**updates_first_epoch)
-        self.updates_per_epoch = updates_per_epoch if isinstance(updates_per_epoch, UpdateCounts) else UpdateCounts(**updates_per_epoch)
+        self.updates_first_epoch = from_dict(UpdateCounts, updates_first_epoch)
+        self.updates_per_epoch = from_dict(UpdateCounts, updates_per_epoch)
         self.denoiser_seq_len, self.rew_end_seq_len = denoiser_seq_len, rew_end_seq_len
         # plain values only in hparams: checkpoints must load with weights_only=True
         self.save_hyperparameters({
