@@ -400,13 +400,14 @@ def _map_tensors(x, fn):
     return x
 
 
-def _autocast(fn: Callable, dtype: torch.dtype) -> Callable:
-    """Run `fn` under CUDA autocast to `dtype` and return float32 tensors (the env's buffers stay float32)."""
+def _autocast(fn: Callable, dtype: torch.dtype, device_type: str = "cuda") -> Callable:
+    """Run `fn` under autocast to `dtype` when its tensors are on `device_type`, returning float32 tensors (the env's
+    buffers stay float32). Imagination uses it on CUDA only; tests exercise it on CPU."""
 
     def wrapped(*args):
-        if not any(isinstance(a, Tensor) and a.is_cuda for a in args):
+        if not any(isinstance(a, Tensor) and a.device.type == device_type for a in args):
             return fn(*args)
-        with torch.autocast("cuda", dtype=dtype):
+        with torch.autocast(device_type, dtype=dtype):
             out = fn(*args)
         return _map_tensors(out, lambda t: t.float() if t.is_floating_point() else t)
 

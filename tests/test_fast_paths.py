@@ -244,3 +244,48 @@ def test_host_heap_is_released_when_the_trained_component_changes(monkeypatch):
     plain._on_component_switch("denoiser")
     plain._on_component_switch("actor_critic")
     assert len(calls) == (1 if applied.get("host_malloc_tuning") else 0)
+
+
+def test_bf16_autocast_wrapper_returns_float32_close_to_eager():
+    """The wrapper `inference_dtype` puts around imagination's world-model calls (CUDA in training), run on CPU."""
+    from diamond_pl.perf import _autocast
+
+    agent, x = tiny_agent(), inputs()
+    args = (x["obs"][:, :-1], x["act"][:, :-1], x["obs"][:, 1:], None)
+    ref_rew, ref_end, (ref_h, _) = agent.rew_end_model.net(*args)
+    wrapped = _autocast(agent.rew_end_model.net, torch.bfloat16, device_type="cpu")
+    with torch.no_grad():
+        rew, end, (h, c) = wrapped(*args)
+    assert rew.dtype == end.dtype == h.dtype == c.dtype == torch.float32  # the env's buffers stay float32
+    assert not torch.equal(rew, ref_rew)  # really computed in bf16 ...
+    torch.testing.assert_close(rew, ref_rew, rtol=0.05, atol=0.05)  # ... within bf16 precision
+    torch.testing.assert_close(h, ref_h, rtol=0.05, atol=0.05)
+    # tensors on another device type run the function unchanged
+    assert torch.equal(_autocast(agent.rew_end_model.net, torch.bfloat16)(*args)[0], ref_rew)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_cuda_graphed_world_model_calls_match_eager_on_gpu():
+    agent = tiny_agent().cuda()
+    x = {k: v.cuda() for k, v in inputs().items()}
+    net = agent.rew_end_model.net
+    graphed = CudaGraphed(net)
+    args = (x["obs"][:, :-1], x["act"][:, :-1], x["obs"][:, 1:], None)
+    with torch.no_grad():
+        for got, want in zip(graphed(*args)[:2], net(*args)[:2]):
+            torch.testing.assert_close(got, want)
+        assert len(graphed.graphs) == 1
+        # new values of the same shapes replay the same graph on the new inputs; a state tuple is a new signature
+        _, _, hx_cx = net(*args)
+        args2 = (x["obs"][:, 1:], x["act"][:, 1:], x["obs"][:, :-1], hx_cx)
+        for got, want in zip(graphed(*args2)[:2], net(*args2)[:2]):
+            torch.testing.assert_close(got, want)
+        assert len(graphed.graphs) == 2
+        for p in net.parameters():  # in-place updates (the optimiser's) are seen by later replays
+            p.mul_(0.5)
+        for got, want in zip(graphed(*args2)[:2], net(*args2)[:2]):
+            torch.testing.assert_close(got, want)
+        # the sampler draws fresh noise inside the graph at every replay
+        sample = CudaGraphed(agent.denoiser.sample_next_obs)
+        a, b = sample(x["prev_obs"], x["prev_act"]), sample(x["prev_obs"], x["prev_act"])
+        assert a.shape == x["prev_obs"][:, -1].shape and not torch.equal(a, b)
