@@ -17,8 +17,10 @@ What each option does, and whether it changes numerics:
   heap instead of being `mmap`ed and `munmap`ed at every call. Without it every activation of the U-Net (megabytes
   each) is a fresh mapping whose pages the kernel faults in and zeroes (about 90,000 page faults per batch-8 forward
   pass); with it a batch-8 forward pass ran 1.4x faster, and at batch 32 (activations above glibc's 32 MB automatic
-  mmap threshold) the denoiser and reward/end updates 1.9x and 2.3x. Costs memory: the heap keeps its high-water
-  mark (`release_host_memory()` returns it). Process-wide; no numerical effect; no-op without glibc.
+  mmap threshold) the denoiser and reward/end updates 1.9x and 2.3x (more since the heap is never trimmed, see
+  `tune_host_malloc`). Costs memory: the heap keeps its high-water mark; `release_host_memory()` returns it, and
+  `DiamondAgent` calls it whenever the trained component changes. Process-wide; no numerical effect; no-op without
+  glibc.
 * `channels_last` (default "inference"): NHWC activations, by a forward pre-hook on every Conv2d. "inference": only
   in passes without autograd (imagination's sampler and reward/end step, acting) — measured on CPU, NHWC made the
   forward convolutions 1.1-1.4x faster but training (forward + backward) 1.15x slower, so training stays NCHW;
