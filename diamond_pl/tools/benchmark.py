@@ -170,22 +170,20 @@ def measure_peak_flops(device, dtype=None, size: int | None = None, reps: int = 
     return 2 * size**3 / statistics.median(times)
 
 
-PEAK_SIZE: int | None = None  # --peak-size (None: 2048 on CPU, 8192 on GPU)
-
-
-def machine_peak_flops(device) -> float:
+def machine_peak_flops(device, size: int | None = None) -> float:
     """The peak to compare with: the larger of the matmul rate at the current thread count and at all of torch's
-    default threads (a variant that runs on fewer threads than the machine has is not flattered by a lower peak)."""
+    default threads (a variant that runs on fewer threads than the machine has is not flattered by a lower peak).
+    `size`: side of the matmul (--peak-size; None: 2048 on CPU, 8192 on GPU)."""
     import torch
 
     from diamond_pl.perf import _TORCH_DEFAULT_THREADS
 
     threads = torch.get_num_threads()
-    peak = measure_peak_flops(device, size=PEAK_SIZE)
+    peak = measure_peak_flops(device, size=size)
     if device.type == "cpu" and threads != _TORCH_DEFAULT_THREADS:
         torch.set_num_threads(_TORCH_DEFAULT_THREADS)
         try:
-            peak = max(peak, measure_peak_flops(device, size=PEAK_SIZE))
+            peak = max(peak, measure_peak_flops(device, size=size))
         finally:
             torch.set_num_threads(threads)
     return peak
@@ -417,10 +415,8 @@ def run_variant(spec: dict) -> dict:
     """Measure the phases of one variant in this process. `spec` is plain JSON (see `main`)."""
     import torch
 
-    from diamond_pl.perf import apply_fast_paths, as_fast_path_config, eager_config, release_host_memory
+    from diamond_pl.perf import _DTYPES, apply_fast_paths, as_fast_path_config, eager_config, release_host_memory
 
-    global PEAK_SIZE
-    PEAK_SIZE = spec.get("peak_size")
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
     device = torch.device(spec["device"])
@@ -454,13 +450,13 @@ def run_variant(spec: dict) -> dict:
         ctx = Context(agent, data, store, device, batch_size, tmp, spec["seed"], args)
         out["threads"] = torch.get_num_threads()
         for phase in spec["phases"]:
-            peak_before = machine_peak_flops(device)
+            peak_before = machine_peak_flops(device, spec.get("peak_size"))
             release_host_memory()  # what an earlier phase freed must not count as this phase's peak RSS
             _reset_peak_rss()
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             res = _run_phase(phase, ctx, agent, counter_agent, known_flops, spec, device)
-            peak_after = machine_peak_flops(device)
+            peak_after = machine_peak_flops(device, spec.get("peak_size"))
             res["peak_rss_mb"] = _peak_rss_mb()
             res["peak_device_mb"] = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
             res["peak_flops_per_s"] = (peak_before + peak_after) / 2
@@ -471,9 +467,8 @@ def run_variant(spec: dict) -> dict:
             out["phases"][phase] = res
             if spec.get("progress"):
                 print(f"[{spec['variant']}] {phase}: {_fmt_s(res['median_s'])} per {res['unit']}", file=sys.stderr, flush=True)
-    if device.type == "cuda" and fast_cfg is not None and fast_cfg.inference_dtype not in (None, "float32", "fp32"):
-        dtype = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16}.get(fast_cfg.inference_dtype, torch.float16)
-        out["peak_flops_per_s_inference_dtype"] = measure_peak_flops(device, dtype=dtype)
+    if device.type == "cuda" and fast_cfg is not None and _DTYPES[fast_cfg.inference_dtype] is not None:
+        out["peak_flops_per_s_inference_dtype"] = measure_peak_flops(device, dtype=_DTYPES[fast_cfg.inference_dtype])
     return out
 
 
