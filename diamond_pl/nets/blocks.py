@@ -40,9 +40,19 @@ class AdaGroupNorm(nn.Module):
         self.linear = nn.Linear(cond_channels, 2 * channels)
 
     def forward(self, x: Tensor, cond: Tensor) -> Tensor:
+        scale, shift = self.linear(cond).chunk(2, dim=1)  # each (B, C)
+        b, c = x.shape[:2]
+        if x.is_contiguous():
+            # norm(x) * (1 + scale) + shift in one kernel: seen as a single sample of B*C channels in B*G groups, each
+            # group is normalised exactly as before and the per-sample scale/shift become the per-channel affine
+            # weight/bias, which group_norm applies (and differentiates) in the same pass. Measured on CPU at
+            # (576, 32, 64, 64): forward 2.8x, forward + SiLU + backward 1.6x faster than normalise-then-scale.
+            y = F.group_norm(x.reshape(1, b * c, *x.shape[2:]), b * self.num_groups,
+                             (1 + scale).reshape(-1), shift.reshape(-1), eps=GN_EPS)
+            return y.view_as(x)
+        # channels_last (NHWC) activations cannot be viewed that way without a copy
         x = F.group_norm(x, self.num_groups, eps=GN_EPS)
-        scale, shift = self.linear(cond)[:, :, None, None].chunk(2, dim=1)
-        return x * (1 + scale) + shift
+        return x * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
 
 
 class SelfAttention2d(nn.Module):
