@@ -33,7 +33,9 @@ from diamond_pl.modules.reward_end import RewardEndModule, reward_end_optim
 from diamond_pl.nets.actor_critic_net import ActorCriticNetConfig
 from diamond_pl.nets.denoiser_net import DenoiserNetConfig
 from diamond_pl.nets.rew_end_net import RewEndNetConfig
-from diamond_pl.perf import FastPathConfig, apply_fast_paths, as_fast_path_config, imagination_fns, release_host_memory
+from diamond_pl.perf import (
+    FastPathConfig, applied_fast_paths, apply_fast_paths, as_fast_path_config, imagination_fns, release_host_memory,
+)
 
 COMPONENTS = ("denoiser", "rew_end_model", "actor_critic")  # training order within an epoch, and optimiser order
 
@@ -184,7 +186,7 @@ class DiamondAgent(L.LightningModule):
         # With host malloc tuning the heap never shrinks by itself, so it would hold the largest component's
         # high-water mark (the reward/end backward pass: ~12 GB at batch 32) through the others; trimming once per
         # block of updates gives it back and costs one update's page faults (measured in docs/performance.md).
-        if self._last_component is not None and getattr(self, "_fast_paths_applied", {}).get("host_malloc_tuning"):
+        if self._last_component is not None and (applied_fast_paths(self) or {}).get("host_malloc_tuning"):
             release_host_memory()
         self._last_component = component
 

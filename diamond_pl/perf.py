@@ -233,7 +233,7 @@ def apply_fast_paths(agent, cfg: FastPathConfig | dict | None = None, device: to
     whether host-side tuning applies. Idempotent: a second call with the same config does nothing.
     """
     cfg = as_fast_path_config(cfg)
-    previous = getattr(agent, "_fast_paths_applied", None)
+    previous = applied_fast_paths(agent)
     if previous is not None:
         if previous["config"] != cfg:
             raise RuntimeError("apply_fast_paths was already called on this agent with another config")
@@ -277,6 +277,11 @@ def apply_fast_paths(agent, cfg: FastPathConfig | dict | None = None, device: to
         applied["compiled"] = list(cfg.compile_components)
     agent._fast_paths_applied = applied
     return applied
+
+
+def applied_fast_paths(agent) -> dict[str, Any] | None:
+    """What `apply_fast_paths` applied to `agent` (its return value), or None if it was not called."""
+    return getattr(agent, "_fast_paths_applied", None)
 
 
 def _nhwc(args: tuple) -> tuple | None:

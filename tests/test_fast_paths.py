@@ -14,6 +14,7 @@ from diamond_pl.nets.rew_end_net import RewEndNetConfig
 from diamond_pl.perf import (
     CudaGraphed,
     FastPathConfig,
+    applied_fast_paths,
     apply_fast_paths,
     as_fast_path_config,
     calibrate_cpu_threads,
@@ -233,7 +234,9 @@ def test_host_heap_is_released_when_the_trained_component_changes(monkeypatch):
     calls = []
     monkeypatch.setattr(agent_module, "release_host_memory", lambda: calls.append(1) or True)
     agent = tiny_agent()
+    assert applied_fast_paths(agent) is None
     applied = apply_fast_paths(agent, FastPathConfig(cpu_threads=None, channels_last=False), device="cpu")
+    assert applied_fast_paths(agent) is applied
     agent._on_component_switch("denoiser")  # the first block: nothing to release yet
     assert calls == []
     agent._on_component_switch("rew_end_model")
