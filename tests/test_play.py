@@ -2,6 +2,8 @@
 
 import sys
 
+import numpy as np
+
 import pytest
 
 from diamond_pl.tools import play
@@ -127,3 +129,166 @@ def test_play_command_headless(smoke_run, monkeypatch, capsys):
     assert stats["frames"] == 4 and stats["resets"] >= 1
     out = capsys.readouterr().out
     assert "Breakout actions" in out and "FIRE" in out
+
+
+# ---------------------------------------------------------------------------------------------------------- recording
+def _episode(length, seed, finished=True):
+    from diamond_pl.data.episode import Episode
+
+    rng = np.random.default_rng(seed)
+    end = np.zeros(length, bool)
+    end[-1] = finished
+    return Episode(obs=rng.integers(0, 256, (length, 3, 64, 64), dtype=np.uint8), act=rng.integers(0, 4, length),
+                   rew=rng.choice([-1.0, 0.0, 1.0], length).astype(np.float32), end=end, trunc=np.zeros(length, bool),
+                   final_obs=rng.integers(0, 256, (3, 64, 64), dtype=np.uint8) if finished else None)
+
+
+def test_recorder_appends_finished_episodes_and_reopens(tmp_path):
+    from diamond_pl.data.store import EpisodeStore
+    from diamond_pl.tools.play_record import EpisodeRecorder
+
+    ep = _episode(5, 0)
+    rec = EpisodeRecorder(tmp_path / "rec")
+    for t in range(ep.length):
+        rec.add_step(ep.obs[t], ep.act[t], ep.rew[t], ep.end[t], ep.trunc[t], "test", human=True)
+    assert rec.finish(ep.final_obs) == tmp_path / "rec" / "rec_test_human" / "episodes" / "000000.npz"
+    rec.add_step(ep.obs[0], 1, 0.0, False, False, "wm", human=False)
+    rec.start()  # a reset: the unfinished episode is dropped
+    with pytest.raises(RuntimeError, match="done"):
+        rec.finish(ep.final_obs)
+
+    rec2 = EpisodeRecorder(tmp_path / "rec")  # a later session appends after what is there
+    ep2 = _episode(3, 1)
+    for t in range(ep2.length):
+        rec2.add_step(ep2.obs[t], ep2.act[t], ep2.rew[t], ep2.end[t], ep2.trunc[t], "test", human=True)
+    assert rec2.finish(ep2.final_obs).name == "000001.npz"
+    store = EpisodeStore.import_directory(tmp_path / "rec" / "rec_test_human")
+    assert [e.length for e in store._episodes] == [5, 3] and not (tmp_path / "rec" / "rec_wm_policy").exists()
+    got = store.get(0)
+    for name in ("obs", "act", "rew", "end", "trunc", "final_obs"):
+        assert np.array_equal(getattr(got, name), getattr(ep, name)), name
+
+    (tmp_path / "rec" / "rec_test_human" / "episodes" / "000001.npz").write_bytes(b"not an npz")
+    with pytest.raises(ToolError, match="cannot append to .*rec_test_human"):
+        EpisodeRecorder(tmp_path / "rec")  # reported when play starts, not after the first episode
+
+
+def test_play_session_records_what_was_played_in_the_world_model(smoke_run, tmp_path):
+    import torch
+
+    from diamond_pl.data.frames import float_to_uint8, uint8_to_float
+    from diamond_pl.data.store import EpisodeStore
+    from diamond_pl.tools.checkpoints import load_agent
+    from diamond_pl.tools.play_session import PlaySession
+
+    agent = load_agent(smoke_run / "checkpoints" / "last.ckpt")
+    session = PlaySession(agent, horizon=3, num_steps_initial_collect=40, seed=0, record_dir=tmp_path / "rec")
+    try:
+        session.reset("wm")
+        session.step(1)  # interrupted by a reset: not recorded
+        shown, actions = [session.reset("wm").clone()], [2, 3, 1]
+        for a in actions:
+            info = session.step(a)
+            shown.append(session.frame.clone())
+            if info.done:
+                break
+    finally:
+        session.close()
+    ep = EpisodeStore.import_directory(tmp_path / "rec" / "rec_wm_human").get(0)
+    n = ep.length
+    assert n == len(shown) - 1 and (ep.trunc[-1] or ep.end[-1]) and session.last_recorded.name == "000000.npz"
+    assert ep.act.tolist() == actions[:n]
+    # the first frame is the real context frame, bit for bit (not re-quantised from float, which would move some
+    # pixels by one level); the imagined ones are the shown frames quantised as every generated frame is
+    assert torch.equal(uint8_to_float(torch.from_numpy(ep.obs[0].copy())), shown[0])
+    for t in range(1, n):
+        assert np.array_equal(ep.obs[t], float_to_uint8(shown[t]).numpy())
+    assert np.array_equal(ep.final_obs, float_to_uint8(shown[n]).numpy())
+
+
+# ------------------------------------------------------------------------------------------------------- dataset mode
+def _two_datasets(root):
+    from diamond_pl.data.store import EpisodeStore
+
+    a = EpisodeStore(root / "run" / "dataset" / "train", "train")
+    a.add_episode(_episode(12, 0))
+    a.add_episode(_episode(4, 1, finished=False))
+    b = EpisodeStore(root / "run" / "dataset" / "test", "test")
+    b.add_episode(_episode(30, 2))
+    return a, b
+
+
+def test_dataset_browser_keys(tmp_path):
+    from diamond_pl.tools.play_dataset import DatasetBrowser, find_datasets
+
+    a, b = _two_datasets(tmp_path)
+    datasets = find_datasets([tmp_path / "run"])  # a folder above the stores
+    assert datasets == [tmp_path / "run" / "dataset" / "test", tmp_path / "run" / "dataset" / "train"]
+    assert find_datasets([tmp_path / "run" / "dataset" / "train" / "episodes"]) == [datasets[1]]
+    br = DatasetBrowser(datasets, ["NOOP", "FIRE", "RIGHT", "LEFT"])
+    ep = b.get(0)
+    for key in ("right", "right", "page up"):
+        br.handle(key)
+    assert br.t == 12 and np.array_equal(br.frame, ep.obs[12])
+    lines = br.header_lines()
+    rew = ep.rew.astype(np.float64)
+    assert f"return so far {rew[:12].sum():g}   to go {rew[12:].sum():g}" in lines
+    assert f"action {['NOOP', 'FIRE', 'RIGHT', 'LEFT'][ep.act[12]]}" in lines[2]
+    for _ in range(5):
+        br.handle("page up")
+    assert br.t == 30 and np.array_equal(br.frame, ep.final_obs) and "final frame" in br.header_lines()[2]
+    br.handle("page down"), br.handle("left")
+    assert br.t == 19
+    br.handle("return")
+    assert br.t == 0
+    for _ in range(3):
+        br.handle("page down")
+    assert br.t == 0  # clamped
+
+    assert br.handle("m") == "dataset train" and (br.dataset_index, br.episode_index, br.t) == (1, 0, 0)
+    br.handle("down")  # previous episode wraps to the last, which is unfinished: no final frame
+    assert br.episode_index == 1
+    for _ in range(9):
+        br.handle("right")
+    assert br.t == 3 and np.array_equal(br.frame, a.get(1).obs[3])
+    br.handle("up")
+    assert (br.episode_index, br.t) == (0, 0)
+    assert br.handle("m") == "dataset test" and br.handle("escape") == "bye" and br.quit
+
+
+def test_dataset_mode_errors(tmp_path):
+    from diamond_pl.tools.play_dataset import find_datasets
+
+    with pytest.raises(ToolError, match="no such folder"):
+        find_datasets([tmp_path / "nope"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ToolError, match="no episode files"):
+        find_datasets([tmp_path / "empty"])
+    args = play.parser().parse_args(["--max-frames", "1"])
+    with pytest.raises(ToolError, match="needs --ckpt_path .* or -d DIR"):
+        play.play(args)
+
+
+def test_dataset_mode_command_headless(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    pygame = pytest.importorskip("pygame", reason="pygame not installed (optional extra: pip install diamond-pl[play])")
+    from diamond_pl.tools.play_dataset import DatasetBrowser, find_datasets
+
+    _two_datasets(tmp_path)
+    for bad, match in ((["--game", "Nope"], "--game"), (["-r", str(tmp_path / "r")], "records play mode")):
+        with pytest.raises(ToolError, match=match):
+            play.play(play.parser().parse_args(["-d", str(tmp_path / "run"), *bad]))
+    stats = play.play(play.parser().parse_args(["-d", str(tmp_path / "run"), "--game", "Breakout", "--max-frames", "3",
+                                                "--size", "64", "--fps", "1000"]))
+    assert stats["frames"] == 3 and "dataset" in capsys.readouterr().out
+
+    script = {1: [pygame.K_RIGHT, pygame.K_RIGHT], 2: [pygame.K_PAGEUP], 3: [pygame.K_m], 4: [pygame.K_UP],
+              5: [pygame.K_ESCAPE]}
+
+    def on_frame(i):
+        for key in script.get(i, []):
+            pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=key))
+
+    browser = DatasetBrowser(find_datasets([tmp_path / "run"]))
+    stats = play.run_dataset_window(browser, size=128, fps=1000, max_frames=20, on_frame=on_frame)
+    assert stats["shown"] == [(0, 0, 0), (0, 0, 2), (0, 0, 12), (1, 0, 0), (1, 1, 0)]

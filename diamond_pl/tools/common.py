@@ -25,10 +25,10 @@ class ToolError(RuntimeError):
     """A problem the user can fix; the message says what and how."""
 
 
-def tool_parser(command: str, description: str, seeds: str) -> argparse.ArgumentParser:
+def tool_parser(command: str, description: str, seeds: str, ckpt_required: bool = True) -> argparse.ArgumentParser:
     """The options every checkpoint tool (evaluate, dream, play) shares; `seeds` says what --seed seeds."""
     p = argparse.ArgumentParser(prog=f"python -m diamond_pl {command}", description=description)
-    p.add_argument("--ckpt_path", "--ckpt-path", dest="ckpt_path", required=True,
+    p.add_argument("--ckpt_path", "--ckpt-path", dest="ckpt_path", required=ckpt_required,
                    help="diamond_pl checkpoint (.ckpt) or DIAMOND agent (.pt)")
     p.add_argument("--seed", type=int, default=None, help=f"seeds {seeds} (default: random)")
     p.add_argument("--temperature", type=float, default=None, help="actor temperature (default: the checkpoint's)")

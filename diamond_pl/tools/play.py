@@ -1,12 +1,16 @@
-"""`python -m diamond_pl play --ckpt_path PATH [--size 640] [--fps 15] [--no-header] [--horizon 50]`
+"""`python -m diamond_pl play --ckpt_path PATH [--size 640] [--fps 15] [--no-header] [--horizon 50] [-r DIR]`
+`python -m diamond_pl play -d DIR [DIR ...] [--game GAME]`
 
 Play inside the world model (or the real game) in a pygame window, as DIAMOND's play mode (reference spec §15.2).
 Keys (printed at start with this game's action mapping): W/A/S/D + Space and their combinations = the game's actions;
 Enter = reset; m = human/policy control; Up/Down = imagination horizon; Left/Right = world model / real test env /
-real train env; . = pause; e = one step while paused; Escape = quit.
+real train env; . = pause; e = one step while paused; Escape = quit. `-r DIR` records every finished episode.
 
-pygame is optional: `pip install "diamond-pl[play]"`. The controls' logic lives in `play_controls.py` and the
-environments in `play_session.py`; this file only draws and reads keys.
+Dataset mode (`-d`, spec §15.3) shows stored episodes frame by frame instead and needs no checkpoint.
+
+pygame is optional: `pip install "diamond-pl[play]"`. The controls' logic lives in `play_controls.py`, the
+environments in `play_session.py`, recording in `play_record.py` and dataset mode in `play_dataset.py`; this file only
+draws and reads keys.
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from diamond_pl.data.frames import float_to_uint8
 from diamond_pl.tools.common import ToolError, load_tool_agent, pick_device, run_tool, tool_parser
+from diamond_pl.tools.play_dataset import DatasetBrowser, find_datasets
 from diamond_pl.tools.play_controls import (
     ACTION_KEYS,
     ENVS,
@@ -40,6 +44,7 @@ def parser() -> argparse.ArgumentParser:
         COMMAND,
         "Play inside the world model or the real game (needs pygame: pip install \"diamond-pl[play]\").",
         seeds="the real envs, the context draws and torch",
+        ckpt_required=False,  # dataset mode needs none; play mode checks for it
     )  # fmt: skip
     p.add_argument("--size", type=int, default=640, help="frame size in pixels (rounded down to a multiple of 64)")
     p.add_argument("--fps", type=float, default=15.0, help="target frames (= env steps) per second")
@@ -52,6 +57,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--env", choices=ENVS, default="wm", help="environment to start in")
     p.add_argument("--policy", action="store_true", help="start with the policy in control")
     p.add_argument("--max-frames", type=int, default=None, help="quit after this many frames (demos, tests)")
+    p.add_argument("-r", "--record", type=Path, default=None, metavar="DIR",
+                   help="append every finished episode to DIR/rec_<env>_<human|policy>/ (an episode store)")
+    p.add_argument("-d", "--dataset", type=Path, nargs="+", default=None, metavar="DIR",
+                   help="dataset mode: browse the episode stores in or below these folders (no checkpoint needed)")
+    p.add_argument("--game", default=None, help="dataset mode: show this game's action names (default: indices)")
     return p
 
 
@@ -70,19 +80,13 @@ def run_window(session, state: PlayState, size: int = 640, fps: float = 15.0, sh
 
     `on_frame(i)` runs before frame i's events are read (tests post key events there)."""
     pygame = import_pygame()
-    pygame.display.init()  # display and fonts only: no audio device is needed (or opened)
-    pygame.font.init()
     try:
-        header = HEADER_PX if show_header else 0
-        screen = pygame.display.set_mode((size, size + header))
-        pygame.display.set_caption(f"diamond_pl play: {session.game}")
-        # 6 header lines must fit in HEADER_PX and the longest (~85 characters) in the window's width
-        font = pygame.font.Font(None, max(12, min(24, size // 28))) if show_header else None
+        screen, font, header = _open_window(pygame, size, show_header, f"diamond_pl play: {session.game}")
         clock = pygame.time.Clock()
         key_map = action_key_map(session.action_meanings)
         held: set[str] = set()
         message, message_left = None, 0
-        stats = {"frames": 0, "steps": 0, "resets": 0, "episodes_ended": 0, "envs": [], "actions": []}
+        stats = {"frames": 0, "steps": 0, "resets": 0, "episodes_ended": 0, "envs": [], "actions": [], "recorded": []}
         while not state.quit and (max_frames is None or stats["frames"] < max_frames):
             if on_frame is not None:
                 on_frame(stats["frames"])
@@ -112,10 +116,14 @@ def run_window(session, state: PlayState, size: int = 640, fps: float = 15.0, sh
                 if info.done:
                     why = "truncated (horizon)" if info.trunc and not info.end else "ended"
                     message = f"episode {why} after {session.t} steps, return {session.ret:g}"
+                    if session.recorder is not None:
+                        stats["recorded"].append(session.last_recorded)
+                        message += f", saved {session.last_recorded.parent.parent.name}/{session.last_recorded.name}"
                     message_left = int(max(fps, 1))
                     state.need_reset = True
                     stats["episodes_ended"] += 1
-            _draw(pygame, screen, font, session, state, size, header, message if message_left > 0 else None)
+            lines = session.header_lines(state.human, state.paused, message if message_left > 0 else None)
+            _draw(pygame, screen, font, session.frame_u8, lines, size, header)
             message_left -= 1
             clock.tick(fps)
             stats["frames"] += 1
@@ -124,13 +132,59 @@ def run_window(session, state: PlayState, size: int = 640, fps: float = 15.0, sh
         pygame.quit()
 
 
-def _draw(pygame, screen, font, session, state: PlayState, size: int, header: int, message: str | None) -> None:
+def run_dataset_window(browser: DatasetBrowser, size: int = 640, fps: float = 15.0, show_header: bool = True,
+                       max_frames: int | None = None, on_frame: Callable[[int], None] | None = None) -> dict:
+    """Dataset mode's pygame loop: keys move through the stored episodes (held arrows repeat). Returns what was
+    shown, for tests: `shown` lists (dataset index, episode index, t) per frame."""
+    pygame = import_pygame()
+    try:
+        screen, font, header = _open_window(pygame, size, show_header, "diamond_pl play: dataset mode")
+        pygame.key.set_repeat(300, max(1, int(1000 / fps)))  # held keys repeat, as in DIAMOND's dataset mode
+        clock = pygame.time.Clock()
+        message, message_left = None, 0
+        stats = {"frames": 0, "shown": []}
+        while not browser.quit and (max_frames is None or stats["frames"] < max_frames):
+            if on_frame is not None:
+                on_frame(stats["frames"])
+            for event in pygame.event.get():
+                if event.type == pygame.QUIT:
+                    browser.quit = True
+                elif event.type == pygame.KEYDOWN:
+                    text = browser.handle(pygame.key.name(event.key))
+                    if text:
+                        message, message_left = text, int(max(fps, 1))
+            if browser.quit:
+                break
+            _draw(pygame, screen, font, browser.frame, browser.header_lines(message if message_left > 0 else None),
+                  size, header)
+            message_left -= 1
+            stats["shown"].append((browser.dataset_index, browser.episode_index, browser.t))
+            clock.tick(fps)
+            stats["frames"] += 1
+        return stats
+    finally:
+        pygame.quit()
+
+
+def _open_window(pygame, size: int, show_header: bool, title: str):
+    """A window of the frame (size x size) under an optional text header; returns (screen, font, header height)."""
+    pygame.display.init()  # display and fonts only: no audio device is needed (or opened)
+    pygame.font.init()
+    header = HEADER_PX if show_header else 0
+    screen = pygame.display.set_mode((size, size + header))
+    pygame.display.set_caption(title)
+    # 6 header lines must fit in HEADER_PX and the longest (~85 characters) in the window's width
+    font = pygame.font.Font(None, max(12, min(24, size // 28))) if show_header else None
+    return screen, font, header
+
+
+def _draw(pygame, screen, font, frame: np.ndarray, lines: list[str], size: int, header: int) -> None:
+    """Draw a uint8 (3, H, W) frame scaled to size x size (nearest neighbour) and the header lines."""
     screen.fill((0, 0, 0))
-    frame = float_to_uint8(session.frame.detach().cpu()).permute(2, 1, 0).numpy()  # (W, H, 3) for surfarray
-    surface = pygame.surfarray.make_surface(np.ascontiguousarray(frame))
+    surface = pygame.surfarray.make_surface(np.ascontiguousarray(frame.transpose(2, 1, 0)))  # (W, H, 3)
     screen.blit(pygame.transform.scale(surface, (size, size)), (0, header))
     if font is not None:
-        for i, line in enumerate(session.header_lines(state.human, state.paused, message)):
+        for i, line in enumerate(lines):
             screen.blit(font.render(line, True, (235, 235, 235)), (8, 4 + i * font.get_linesize()))
     pygame.display.flip()
 
@@ -142,6 +196,12 @@ def play(args: argparse.Namespace) -> dict:
         raise ToolError(f"--size must be at least 64, got {args.size}")
     if args.fps <= 0 or args.horizon < 1:
         raise ToolError("--fps must be > 0 and --horizon >= 1")
+    if args.dataset is not None:
+        return browse(args, size)
+    if args.ckpt_path is None:
+        raise ToolError("play needs --ckpt_path (a diamond_pl .ckpt or a DIAMOND .pt), or -d DIR for dataset mode")
+    if args.game is not None:
+        raise ToolError("--game is for dataset mode (-d); in play mode the checkpoint names the game")
     from diamond_pl.tools.play_session import PlaySession
 
     device = pick_device(args.device)
@@ -151,7 +211,7 @@ def play(args: argparse.Namespace) -> dict:
     if args.data_dir is None:
         print(f"playing {args.num_steps_initial_collect} real steps with the policy for world-model contexts ...")
     session = PlaySession(agent, args.horizon, args.num_steps_initial_collect, args.data_dir, args.seed,
-                          args.temperature)
+                          args.temperature, args.record)
     try:
         print(f"{agent.game} actions (keys -> action):")
         print("\n".join(describe_mapping(session.action_meanings)))
@@ -160,6 +220,27 @@ def play(args: argparse.Namespace) -> dict:
         return run_window(session, state, size, args.fps, not args.no_header, args.max_frames)
     finally:
         session.close()
+
+
+def browse(args: argparse.Namespace, size: int) -> dict:
+    """Dataset mode: find the stores, check --game, open the window."""
+    if args.record is not None:
+        raise ToolError("-r/--record records play mode; dataset mode (-d) only shows stored episodes")
+    meanings = None
+    if args.game is not None:
+        from diamond_pl.envs.atari import AtariEnv
+        from diamond_pl.games import UnknownGameError, validate_game
+
+        try:
+            env = AtariEnv(validate_game(args.game), 1, done_on_life_loss=False)
+        except UnknownGameError as e:
+            raise ToolError(f"--game: {e}") from None
+        meanings = list(env.action_meanings)
+        env.close()
+    browser = DatasetBrowser(find_datasets(args.dataset), meanings)
+    print("datasets:\n" + "\n".join(f"  {p}" for p in browser.datasets))
+    print("m dataset | Up/Down episode | Left/Right step | PageUp/PageDown 10 steps | Enter step 0 | Esc quit")
+    return run_dataset_window(browser, size, args.fps, not args.no_header, args.max_frames)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,7 +8,8 @@
 * "test" / "train": the real game (full games / a life loss ends the episode), reset at the end of an episode.
 
 The actor runs on every frame whoever controls the game, so its action probabilities, entropy and value can be shown
-and control can pass to it mid-episode without a cold LSTM.
+and control can pass to it mid-episode without a cold LSTM. With `record_dir`, finished episodes are saved
+(`play_record.EpisodeRecorder`).
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ from torch import Tensor
 
 from diamond_pl.data.collector import Collector
 from diamond_pl.data.episode import EpisodeFileError
-from diamond_pl.data.frames import uint8_to_float
+from diamond_pl.data.frames import float_to_uint8, uint8_to_float
 from diamond_pl.data.sampler import SegmentSampler
 from diamond_pl.data.store import EpisodeStore
 from diamond_pl.envs.atari import AtariEnv
 from diamond_pl.modules.actor_critic import ActorCriticPolicy
 from diamond_pl.tools.common import ToolError
 from diamond_pl.tools.imagined_env import ImaginedEnv
+from diamond_pl.tools.play_record import EpisodeRecorder
 
 
 @dataclass
@@ -48,8 +50,11 @@ class StepInfo:
 
 class PlaySession:
     def __init__(self, agent, horizon: int = 50, num_steps_initial_collect: int = 1000, data_dir: Path | None = None,
-                 seed: int | None = None, temperature: float | None = None) -> None:
+                 seed: int | None = None, temperature: float | None = None,
+                 record_dir: Path | None = None) -> None:
         self.agent = agent
+        self.recorder = None if record_dir is None else EpisodeRecorder(record_dir)  # checks the folder first
+        self.last_recorded: Path | None = None  # the episode file written last
         self.game = agent.game
         self.horizon = horizon
         self.seed = seed
@@ -67,6 +72,7 @@ class PlaySession:
         self.wm = ImaginedEnv(agent)
         self.env_name = "wm"
         self.frame: Tensor | None = None  # float (3, H, W): what is on screen and what the next action sees
+        self.frame_u8: np.ndarray | None = None  # the same frame as uint8 (3, H, W), as recorded
         self.t = 0
         self.ret = 0.0
         self.last: StepInfo | None = None
@@ -94,14 +100,18 @@ class PlaySession:
         if env_name is not None:
             self.env_name = env_name
         self.t, self.ret, self.last = 0, 0.0, None
+        if self.recorder is not None:
+            self.recorder.start()  # an episode cut short by a reset is not recorded
         if self.env_name == "wm":
             batch = self.contexts.sample()
             obs = batch.obs_float()[0]  # padding frames 0.0, as in training
             self.frame = self.wm.reset(obs, batch.act[0])
+            self.frame_u8 = batch.obs[0, -1].numpy()
             self.actor.burn_in(obs[:-1])
         else:
             obs = self.envs[self.env_name].reset()
             self.actor.reset()
+            self.frame_u8 = obs[0].copy()
             self.frame = uint8_to_float(torch.from_numpy(obs[0]))
         return self.frame
 
@@ -113,18 +123,24 @@ class PlaySession:
         action = policy_action if human_action is None else int(human_action)
         if not 0 <= action < len(self.action_meanings):
             raise ValueError(f"action {action} out of range for {self.game} ({len(self.action_meanings)} actions)")
+        acted_on = self.frame_u8
         if self.env_name == "wm":
             s = self.wm.step(action)
             self.frame = s.obs
+            self.frame_u8 = float_to_uint8(s.obs.cpu()).numpy()
             reward, end, trunc = s.rew, s.end, self.t + 1 >= self.horizon
         else:
             out = self.envs[self.env_name].step(np.array([action]))
             reward, end, trunc = float(out.rew[0]), bool(out.end[0]), bool(out.trunc[0])
-            frame = out.final_obs[0] if end or trunc else out.obs[0]  # show the last frame of a finished episode
-            self.frame = uint8_to_float(torch.from_numpy(frame.copy()))
+            self.frame_u8 = (out.final_obs[0] if end or trunc else out.obs[0]).copy()  # a finished episode's last frame
+            self.frame = uint8_to_float(torch.from_numpy(self.frame_u8))
         self.t += 1
         self.ret += reward
         self.last = StepInfo(action, reward, end, trunc, entropy_bits(probs), value)
+        if self.recorder is not None:
+            self.recorder.add_step(acted_on, action, reward, end, trunc, self.env_name, human=human_action is not None)
+            if end or trunc:
+                self.last_recorded = self.recorder.finish(self.frame_u8)
         return self.last
 
     def header_lines(self, human: bool, paused: bool, message: str | None = None) -> list[str]:
