@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from diamond_pl.config_dicts import from_dict
+from diamond_pl.diffusion.edm import DiffusionConfig
 from diamond_pl.diffusion.sampler import SamplerConfig
 from diamond_pl.envs.atari import AtariEnv
 from diamond_pl.envs.env_loop import TorchAtariEnv
@@ -54,6 +55,7 @@ class DiamondAgent(L.LightningModule):
         self,
         game: str = "Breakout",
         denoiser: DenoiserNetConfig = DenoiserNetConfig(),
+        diffusion: DiffusionConfig = DiffusionConfig(),
         sampler: SamplerConfig = SamplerConfig(),
         denoiser_optim: OptimConfig = denoiser_optim(),
         rew_end_model: RewEndNetConfig = RewEndNetConfig(),
@@ -70,6 +72,8 @@ class DiamondAgent(L.LightningModule):
         Args:
             game: Atari-100k game; sets the number of actions of every network.
             denoiser: the denoiser network (paper: cond 256, channels [64]*4, depths [2]*4, no level attention).
+            diffusion: the denoiser's noise model (paper: sigma_data 0.5, offset noise 0.3, training ln sigma ~
+                N(-0.4, 1.2^2) clipped to [0.002, 20]).
             sampler: next-frame sampler used in imagination (paper: 3 Euler steps, sigma 0.002..5, rho 7).
             rew_end_model: the reward/end network (paper: LSTM 512, cond 128, channels [32]*4).
             actor_critic: the actor-critic network (paper: LSTM 512, channels [32, 32, 64, 64]).
@@ -91,6 +95,7 @@ class DiamondAgent(L.LightningModule):
         rew_end_model = _with_actions(from_dict(RewEndNetConfig, rew_end_model), a, "rew_end_model")
         actor_critic = _with_actions(from_dict(ActorCriticNetConfig, actor_critic), a, "actor_critic")
         sampler, world_model_env = from_dict(SamplerConfig, sampler), from_dict(WorldModelEnvConfig, world_model_env)
+        diffusion = from_dict(DiffusionConfig, diffusion)
         actor_critic_loss = from_dict(ActorCriticLossConfig, actor_critic_loss)
         optims = {c: from_dict(OptimConfig, o) for c, o in zip(COMPONENTS, (denoiser_optim, rew_end_model_optim, actor_critic_optim))}
         if rew_end_model.img_size != actor_critic.img_size:
@@ -106,6 +111,7 @@ class DiamondAgent(L.LightningModule):
             {
                 "game": self.game,
                 "denoiser": asdict(denoiser),
+                "diffusion": asdict(diffusion),
                 "sampler": asdict(sampler),
                 "denoiser_optim": asdict(optims["denoiser"]),
                 "rew_end_model": asdict(rew_end_model),
@@ -119,7 +125,7 @@ class DiamondAgent(L.LightningModule):
                 "fast": asdict(as_fast_path_config(fast)),
             }
         )
-        self.denoiser = DenoiserModule(denoiser, sampler, optims["denoiser"], wm_metric_horizon=wm_metric_horizon)
+        self.denoiser = DenoiserModule(denoiser, sampler, optims["denoiser"], diffusion, wm_metric_horizon)
         self.rew_end_model = RewardEndModule(rew_end_model, optims["rew_end_model"])
         self.actor_critic = ActorCriticModule(actor_critic, actor_critic_loss, optims["actor_critic"])
         self.world_model_env_cfg = world_model_env

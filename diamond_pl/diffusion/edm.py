@@ -9,6 +9,7 @@ sampling time (the sampler itself adds no offset noise; the reference does this 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -19,6 +20,25 @@ from diamond_pl.data.frames import float_to_uint8, uint8_to_float
 
 SIGMA_DATA = 0.5
 SIGMA_OFFSET_NOISE = 0.3
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """The denoiser's noise model (spec §3.3-3.5), paper values; the config's `model.diffusion` section."""
+
+    sigma_data: float = SIGMA_DATA  # std of the data the preconditioning assumes (frames in [-1, 1])
+    sigma_offset_noise: float = SIGMA_OFFSET_NOISE  # std of the per-image, per-channel constant added in training
+    train_sigma_loc: float = -0.4  # training noise levels: ln sigma ~ N(loc, scale^2) ...
+    train_sigma_scale: float = 1.2
+    train_sigma_min: float = 0.002  # ... clipped to [min, max]
+    train_sigma_max: float = 20.0
+
+    def __post_init__(self) -> None:
+        if self.sigma_data <= 0 or self.sigma_offset_noise < 0 or self.train_sigma_scale < 0:
+            raise ValueError(f"diffusion: sigma_data must be > 0, sigma_offset_noise and train_sigma_scale >= 0: {self}")
+        if not 0 < self.train_sigma_min <= self.train_sigma_max:
+            raise ValueError(f"diffusion: need 0 < train_sigma_min <= train_sigma_max, got {self.train_sigma_min} "
+                             f"and {self.train_sigma_max}")
 
 
 # --- conditioners (each a function of the effective sigma s) ---------------------------------------------------------
@@ -106,6 +126,11 @@ def _per_sample(c: Tensor, x: Tensor) -> Tensor:
 
 class Denoiser(nn.Module):
     """D(y, sigma | prev_obs, prev_act) around an inner model F (`inner_model`, state-dict keys `inner_model.*`)."""
+
+    @classmethod
+    def from_config(cls, inner_model: nn.Module, cfg: DiffusionConfig) -> Denoiser:
+        return cls(inner_model, cfg.sigma_data, cfg.sigma_offset_noise, cfg.train_sigma_loc, cfg.train_sigma_scale,
+                   cfg.train_sigma_min, cfg.train_sigma_max)
 
     def __init__(
         self,

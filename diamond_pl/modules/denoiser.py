@@ -17,7 +17,7 @@ from torch import Tensor
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from diamond_pl.data.batch import Batch
-from diamond_pl.diffusion.edm import Denoiser
+from diamond_pl.diffusion.edm import Denoiser, DiffusionConfig
 from diamond_pl.diffusion.sampler import DiffusionSampler, SamplerConfig
 from diamond_pl.modules.optim import OptimConfig, configure_adamw
 from diamond_pl.nets.denoiser_net import DenoiserNet, DenoiserNetConfig
@@ -35,15 +35,15 @@ class DenoiserModule(L.LightningModule):
         net: DenoiserNetConfig,
         sampler: SamplerConfig | None = None,
         optim: OptimConfig | None = None,
-        sigma_data: float = 0.5,
-        sigma_offset_noise: float = 0.3,
+        diffusion: DiffusionConfig | None = None,
         wm_metric_horizon: int = 15,
     ) -> None:
         super().__init__()
         self.net_cfg = net
         self.sampler_cfg = sampler or SamplerConfig()
         self.optim_cfg = optim or denoiser_optim()
-        self.denoiser = Denoiser(DenoiserNet(net), sigma_data=sigma_data, sigma_offset_noise=sigma_offset_noise)
+        self.diffusion_cfg = diffusion or DiffusionConfig()
+        self.denoiser = Denoiser.from_config(DenoiserNet(net), self.diffusion_cfg)
         self.sampler = DiffusionSampler(self.denoiser, self.sampler_cfg)
         self.wm_metric_horizon = wm_metric_horizon
         self.wm_metrics = torch.nn.ModuleDict(
