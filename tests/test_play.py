@@ -275,7 +275,8 @@ def test_dataset_mode_command_headless(tmp_path, monkeypatch, capsys):
     from diamond_pl.tools.play_dataset import DatasetBrowser, find_datasets
 
     _two_datasets(tmp_path)
-    for bad, match in ((["--game", "Nope"], "--game"), (["-r", str(tmp_path / "r")], "records play mode")):
+    for bad, match in ((["--game", "Nope"], "--game"), (["-r", str(tmp_path / "r")], "records play mode"),
+                       (["--ckpt_path", "x.ckpt"], "needs no --ckpt_path")):
         with pytest.raises(ToolError, match=match):
             play.play(play.parser().parse_args(["-d", str(tmp_path / "run"), *bad]))
     stats = play.play(play.parser().parse_args(["-d", str(tmp_path / "run"), "--game", "Breakout", "--max-frames", "3",

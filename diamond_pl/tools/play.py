@@ -226,6 +226,8 @@ def browse(args: argparse.Namespace, size: int) -> dict:
     """Dataset mode: find the stores, check --game, open the window."""
     if args.record is not None:
         raise ToolError("-r/--record records play mode; dataset mode (-d) only shows stored episodes")
+    if args.ckpt_path is not None:
+        raise ToolError("dataset mode (-d) needs no --ckpt_path; use --game GAME to show action names")
     meanings = None
     if args.game is not None:
         from diamond_pl.envs.atari import AtariEnv
