@@ -26,6 +26,11 @@ from diamond_pl.data.episode import Episode, EpisodeFileError
 STATE_VERSION = 1
 
 
+def is_episode_file(path: Path) -> bool:
+    """An episode file's name: `<id>.npz` with a numeric id (temp files and other .npz files are not episodes)."""
+    return path.suffix == ".npz" and path.stem.isdigit()
+
+
 def bytes_per_step(frame_shape: tuple[int, ...] = (3, 64, 64)) -> int:
     """RAM per stored step: uint8 frame + int64 action + float32 reward + bool end + bool trunc (12,302 B at 64x64)."""
     return math.prod(frame_shape) + 8 + 4 + 1 + 1
@@ -162,7 +167,7 @@ class EpisodeStore:
             return {}
         files = {}
         for p in self.episodes_dir.glob("*.npz"):
-            if p.stem.isdigit():
+            if is_episode_file(p):
                 files[int(p.stem)] = p
         return files
 

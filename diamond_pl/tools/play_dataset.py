@@ -18,12 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from diamond_pl.data.episode import Episode, EpisodeFileError
-from diamond_pl.data.store import EpisodeStore
+from diamond_pl.data.store import EpisodeStore, is_episode_file
 from diamond_pl.tools.common import ToolError
-
-
-def _is_episode_file(p: Path) -> bool:
-    return p.suffix == ".npz" and p.stem.isdigit()
 
 
 def find_datasets(paths: list[str | os.PathLike]) -> list[Path]:
@@ -33,7 +29,7 @@ def find_datasets(paths: list[str | os.PathLike]) -> list[Path]:
         if not path.is_dir():
             raise ToolError(f"--dataset {path}: no such folder (give a store folder such as RUN/dataset/train, a "
                             f"run folder, or a play --record folder)")
-        holders = {f.parent for f in path.rglob("*.npz") if _is_episode_file(f)}
+        holders = {f.parent for f in path.rglob("*.npz") if is_episode_file(f)}
         stores = sorted({h.parent if h.name == "episodes" else h for h in holders})
         if not stores:
             raise ToolError(f"--dataset {path}: no episode files (<id>.npz) found in it or below it")
