@@ -17,7 +17,8 @@ tuning, then the command-line overrides):
 For each: median / min / max seconds per unit over --repeats (after --warmup units, whose time is reported apart: it
 includes compilation), FLOPs per unit (torch.utils.flop_counter.FlopCounterMode: matmuls, convolutions, attention,
 forward and backward), achieved FLOP/s and utilisation = achieved / peak, where peak is a large fp32 matmul timed in the
-same process right before and after the phase (so a busy machine lowers both); process CPU seconds per unit; peak host
+same process right before and after every timed unit: each unit is compared with the mean of the two samples around it
+(a busy machine lowers both) and the phase's utilisation is the median over its units; process CPU seconds per unit; peak host
 RSS (VmHWM, reset before each phase) and peak device memory (torch.cuda.max_memory_allocated). Then a projection of a
 full paper run (spec §9.4): 409,600 denoiser and reward/end updates, 404,600 actor-critic updates, 100k env steps,
 500 evaluation episodes.
@@ -197,9 +198,12 @@ def count_flops(fn: Callable[[], Any]) -> int:
     return int(counter.get_total_flops())
 
 
-def timed_units(fn: Callable[[], Any], warmup: int, repeats: int, device, flops_fn: Callable[[], int] | None):
-    """Run `fn` warmup + repeats times. The first warm-up unit counts FLOPs (eager variant) when `flops_fn` is given."""
-    warm, flops = [], None
+def timed_units(fn: Callable[[], Any], warmup: int, repeats: int, device, flops_fn: Callable[[], int] | None,
+                peak_fn: Callable[[], float] | None = None):
+    """Run `fn` warmup + repeats times. The first warm-up unit counts FLOPs (eager variant) when `flops_fn` is given.
+    `peak_fn` (network phases) samples the machine's peak before every timed unit and after the last one, so each
+    unit can be compared with the peak of its own moment: on a shared machine the load changes within a phase."""
+    warm, flops, peaks = [], None, []
     for i in range(warmup):
         t = time.perf_counter()
         if i == 0 and flops_fn is not None:
@@ -210,13 +214,23 @@ def timed_units(fn: Callable[[], Any], warmup: int, repeats: int, device, flops_
         warm.append(time.perf_counter() - t)
     times, cpu = [], []
     for _ in range(repeats):
+        if peak_fn is not None:
+            peaks.append(peak_fn())
         c = _cpu_seconds()
         t = time.perf_counter()
         fn()
         _sync(device)
         times.append(time.perf_counter() - t)
         cpu.append(_cpu_seconds() - c)
-    return warm, times, cpu, flops
+    if peak_fn is not None:
+        peaks.append(peak_fn())
+    return warm, times, cpu, flops, peaks
+
+
+def unit_utilisation(flops: int, times: list[float], peaks: list[float]) -> tuple[list[float], list[float]]:
+    """Per timed unit: the peak of its moment (mean of the samples before and after it) and FLOPs / time / that peak."""
+    around = [(peaks[i] + peaks[i + 1]) / 2 for i in range(len(times))]
+    return around, [flops / t / p for t, p in zip(times, around)]
 
 
 # --- data ------------------------------------------------------------------------------------------------------------
@@ -450,20 +464,20 @@ def run_variant(spec: dict) -> dict:
         ctx = Context(agent, data, store, device, batch_size, tmp, spec["seed"], args)
         out["threads"] = torch.get_num_threads()
         for phase in spec["phases"]:
-            peak_before = machine_peak_flops(device, spec.get("peak_size"))
             release_host_memory()  # what an earlier phase freed must not count as this phase's peak RSS
             _reset_peak_rss()
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             res = _run_phase(phase, ctx, agent, counter_agent, known_flops, spec, device)
-            peak_after = machine_peak_flops(device, spec.get("peak_size"))
             res["peak_rss_mb"] = _peak_rss_mb()
             res["peak_device_mb"] = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-            res["peak_flops_per_s"] = (peak_before + peak_after) / 2
             if res.get("flops"):
                 res["achieved_flops_per_s"] = res["flops"] / res["median_s"]
-                res["utilisation"] = res["achieved_flops_per_s"] / res["peak_flops_per_s"]
-            out["peak_flops_samples"] += [peak_before, peak_after]
+                res["unit_peak_flops_per_s"], res["unit_utilisation"] = unit_utilisation(
+                    res["flops"], res["times_s"], res["peak_samples"])
+                res["peak_flops_per_s"] = statistics.median(res["unit_peak_flops_per_s"])
+                res["utilisation"] = statistics.median(res["unit_utilisation"])
+            out["peak_flops_samples"] += res.get("peak_samples", [])
             out["phases"][phase] = res
             if spec.get("progress"):
                 print(f"[{spec['variant']}] {phase}: {_fmt_s(res['median_s'])} per {res['unit']}", file=sys.stderr, flush=True)
@@ -490,17 +504,18 @@ def _run_phase(phase, ctx, agent, counter_agent, known_flops, spec, device) -> d
             eager_ctx = copy.copy(ctx)
             eager_ctx.args = dict(ctx.args, fast_cfg=eager_config())
             res["flops"] = count_flops(PHASE_BUILDERS[phase](eager_ctx, counter_agent))
-        warm, times, cpu, flops = timed_units(step, warmup, repeats, device, flops_fn)
+        peak_fn = lambda: machine_peak_flops(device, spec.get("peak_size"))  # noqa: E731
+        warm, times, cpu, flops, res["peak_samples"] = timed_units(step, warmup, repeats, device, flops_fn, peak_fn)
         if flops is not None:
             res["flops"] = flops
         per_unit = 1
     elif phase == "env":
         step, per_unit = phase_env(ctx, agent)
-        warm, times, cpu, _ = timed_units(step, warmup, repeats, device, None)
+        warm, times, cpu, _, _ = timed_units(step, warmup, repeats, device, None)
         times, cpu, warm = [t / per_unit for t in times], [c / per_unit for c in cpu], [w / per_unit for w in warm]
     else:  # eval: time per capped repeat, converted to per-episode figures below
         step, cap, record = phase_eval(ctx, agent)
-        warm, times, cpu, _ = timed_units(step, warmup, repeats, device, None)
+        warm, times, cpu, _, _ = timed_units(step, warmup, repeats, device, None)
         episodes = record["episodes"][warmup:]
         total_t = sum(times)
         res["steps_per_s"] = cap * len(times) / total_t if total_t else None
