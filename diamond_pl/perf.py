@@ -272,6 +272,8 @@ def apply_fast_paths(agent, cfg: FastPathConfig | dict | None = None, device: to
             module.optim_cfg = replace(module.optim_cfg, fused=cfg.fused_adamw)
         applied["fused_adamw"] = cfg.fused_adamw
     if cfg.compile:
+        if device.type == "cpu":
+            applied["cpu_vector_isa"] = check_cpu_vector_isa()
         for name in cfg.compile_components:
             compile_in_place(nets[name], cfg)
         applied["compiled"] = list(cfg.compile_components)
@@ -299,6 +301,27 @@ def _nhwc_without_grad(module: nn.Module, args: tuple) -> tuple | None:
     """Only in passes without autograd (sampling, imagination's world-model step, acting): measured on CPU, NHWC
     speeds up the forward convolutions but slows down their backward, so training passes stay NCHW."""
     return None if torch.is_grad_enabled() else _nhwc(args)
+
+
+def check_cpu_vector_isa() -> str | None:
+    """The SIMD instruction set inductor will generate CPU code for ("avx2", "avx512", ...), or None with a warning.
+
+    Without one, inductor emits scalar C++ (one `std::exp` per element), several times slower than eager; its compile
+    cache then keeps those kernels for later processes. Seen when a local file shadowed a standard-library module
+    (`re.py` next to a script), which makes inductor's ISA probe fail. Takes a few seconds (the probe builds a test
+    program), so it is only called when compiling for a CPU."""
+    from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+    isa = pick_vec_isa()
+    if not isa:
+        warnings.warn(
+            "torch.compile on CPU: inductor found no usable vector instruction set, so compiled kernels will be scalar "
+            "and slower than eager. Check that a C++ compiler works and that no local file shadows a standard-library "
+            "module (e.g. a re.py next to your script); then clear the inductor cache (TORCHINDUCTOR_CACHE_DIR, "
+            "default /tmp/torchinductor_$USER), which keeps the scalar kernels. Or turn compile off: model.fast.compile: false"
+        )
+        return None
+    return str(isa)
 
 
 def compile_in_place(module: nn.Module, cfg: FastPathConfig) -> nn.Module:

@@ -231,6 +231,31 @@ def test_benchmark_command_end_to_end(tmp_path):
     assert result["variants"]["fast"]["applied"]["channels_last"]
 
 
+def test_compiling_for_a_cpu_without_a_vector_isa_warns(monkeypatch):
+    """Inductor then writes scalar kernels (and caches them): the user is told why compile is slow and what to do."""
+    import torch._inductor.cpu_vec_isa as vec_isa
+
+    from diamond_pl.perf import check_cpu_vector_isa
+
+    monkeypatch.setattr(vec_isa, "pick_vec_isa", lambda: vec_isa.InvalidVecISA())
+    with pytest.warns(UserWarning, match="no usable vector instruction set.*re.py.*TORCHINDUCTOR_CACHE_DIR"):
+        assert check_cpu_vector_isa() is None
+    with pytest.warns(UserWarning, match="no usable vector"):
+        applied = apply_fast_paths(tiny_agent(), FastPathConfig(cpu_threads=None, channels_last=False, compile=True),
+                                   device="cpu")
+    assert applied["cpu_vector_isa"] is None and applied["compiled"]
+
+    class FakeAVX2:
+        def __bool__(self):
+            return True
+
+        def __str__(self):
+            return "avx2"
+
+    monkeypatch.setattr(vec_isa, "pick_vec_isa", FakeAVX2)
+    assert check_cpu_vector_isa() == "avx2"
+
+
 def test_unit_utilisation_pairs_each_unit_with_the_peak_around_it():
     from diamond_pl.tools.benchmark import unit_utilisation
 
