@@ -1,6 +1,7 @@
 """Play mode: the pure key/state logic, and the real pygame loop driven headless by injected key events."""
 
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -254,6 +255,39 @@ def test_dataset_browser_keys(tmp_path):
     br.handle("up")
     assert (br.episode_index, br.t) == (0, 0)
     assert br.handle("m") == "dataset test" and br.handle("escape") == "bye" and br.quit
+
+
+def test_dataset_browser_loads_one_episode_at_a_time_and_skips_damaged_files(tmp_path, monkeypatch, capsys):
+    from diamond_pl.data.episode import Episode
+    from diamond_pl.tools.play_dataset import DatasetBrowser, find_datasets
+
+    a, b = _two_datasets(tmp_path)
+    b.add_episode(_episode(7, 3))
+    b.add_episode(_episode(9, 4))
+    loaded = []
+    real_load = Episode.load.__func__
+    monkeypatch.setattr(Episode, "load", classmethod(lambda cls, path: loaded.append(Path(path).name) or real_load(cls, path)))
+    br = DatasetBrowser(find_datasets([tmp_path / "run"]))  # test (3 episodes), then train (2)
+    assert loaded == ["000000.npz"] and br.notice is None  # only the episode on screen is read
+    assert br.handle("up") == "episode 1" and loaded[-1] == "000001.npz" and br.episode.length == 7
+
+    b.path(2).write_bytes(b"PK\x03\x04 not really a zip")  # a damaged file is reported and stepped over
+    assert br.handle("up") == "episode 0 (skipped 1 damaged file(s): 000002.npz)" and br.episode_index == 0
+    assert "000002.npz is corrupt or truncated" in capsys.readouterr().err  # the full error, on the terminal
+    assert br.handle("down") == "episode 1 (skipped 1 damaged file(s): 000002.npz)"  # 0 -> 2 (damaged) -> 1
+    assert br.episode_index == 1 and br.t == 0
+
+    for ep_id in range(len(a)):  # a dataset none of whose files can be read: stay where we are
+        a.path(ep_id).write_bytes(b"")
+    msg = br.handle("m")
+    assert msg.startswith("cannot show dataset") and (br.dataset_index, br.episode_index) == (0, 1)
+    assert "000000.npz is empty" in capsys.readouterr().err
+
+    b.path(0).write_bytes(b"")  # a damaged first episode at start: the first readable one is shown, with a notice
+    br = DatasetBrowser([tmp_path / "run" / "dataset" / "test"])
+    assert br.episode_index == 1 and br.notice == "skipped 1 damaged file(s): 000000.npz"
+    with pytest.raises(ToolError, match="no episode file .* can be read"):
+        DatasetBrowser([tmp_path / "run" / "dataset" / "train"])
 
 
 def test_dataset_mode_errors(tmp_path):

@@ -141,7 +141,7 @@ def run_dataset_window(browser: DatasetBrowser, size: int = 640, fps: float = 15
         screen, font, header = _open_window(pygame, size, show_header, "diamond_pl play: dataset mode")
         pygame.key.set_repeat(300, max(1, int(1000 / fps)))  # held keys repeat, as in DIAMOND's dataset mode
         clock = pygame.time.Clock()
-        message, message_left = None, 0
+        message, message_left = browser.notice, int(max(fps, 1)) if browser.notice else 0
         stats = {"frames": 0, "shown": []}
         while not browser.quit and (max_frames is None or stats["frames"] < max_frames):
             if on_frame is not None:
@@ -241,6 +241,8 @@ def browse(args: argparse.Namespace, size: int) -> dict:
         env.close()
     browser = DatasetBrowser(find_datasets(args.dataset), meanings)
     print("datasets:\n" + "\n".join(f"  {p}" for p in browser.datasets))
+    if browser.notice:
+        print(f"{browser.datasets[0]}: {browser.notice}")
     print("m dataset | Up/Down episode | Left/Right step | PageUp/PageDown 10 steps | Enter step 0 | Esc quit")
     return run_dataset_window(browser, size, args.fps, not args.no_header, args.max_frames)
 

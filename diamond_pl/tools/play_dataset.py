@@ -13,12 +13,13 @@ the action at t was taken on; a finished episode also has t = length, its final 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from diamond_pl.data.episode import Episode, EpisodeFileError
-from diamond_pl.data.store import EpisodeStore, is_episode_file
+from diamond_pl.data.store import is_episode_file
 from diamond_pl.tools.common import ToolError
 
 
@@ -37,28 +38,68 @@ def find_datasets(paths: list[str | os.PathLike]) -> list[Path]:
     return found
 
 
+def episode_files(store_dir: Path) -> list[Path]:
+    """The episode files of one store folder (`episodes/<id>.npz`, or `<id>.npz` directly in it), in id order."""
+    folder = store_dir / "episodes" if (store_dir / "episodes").is_dir() else store_dir
+    return sorted((f for f in folder.glob("*.npz") if is_episode_file(f)), key=lambda f: int(f.stem))
+
+
 class DatasetBrowser:
+    """Holds only the episode on screen: a run's 100k-step dataset would take 1.2 GB of RAM if loaded whole."""
+
     def __init__(self, datasets: list[Path], action_meanings: list[str] | None = None) -> None:
         if not datasets:
             raise ToolError("dataset mode needs at least one dataset folder")
         self.datasets = datasets
         self.action_meanings = action_meanings
         self.quit = False
-        self._select(0)
+        self.notice = self._select(0)  # damaged files skipped to find a first episode, shown as the first message
 
     # ------------------------------------------------------------------------------------------------------------
-    def _select(self, dataset_index: int) -> None:
-        """Load dataset `dataset_index` (only the one on screen is held in memory) and show its first episode."""
+    def _select(self, dataset_index: int) -> str | None:
+        """Show the first episode of dataset `dataset_index` that loads; returns a note on damaged files skipped."""
         path = self.datasets[dataset_index]
-        try:
-            self.store = EpisodeStore.import_directory(path, path.name, read_only=True)
-        except EpisodeFileError as e:
-            raise ToolError(f"dataset {path}: {e}") from None
-        self.dataset_index, self.episode_index, self.t = dataset_index, 0, 0
+        files = episode_files(path)
+        if not files:
+            raise ToolError(f"dataset {path}: no episode files (<id>.npz) in it any more")
+        index, episode, skipped = self._first_loadable(files, start=0, step=1)
+        self.files, self.dataset_index, self._loaded, self.t = files, dataset_index, (index, episode), 0
+        return skipped
+
+    def _step_episode(self, step: int) -> str:
+        """Next (+1) or previous (-1) episode, wrapping around; damaged files are skipped with a note."""
+        index, episode, skipped = self._first_loadable(self.files, start=self.episode_index + step, step=step)
+        self._loaded, self.t = (index, episode), 0
+        return f"episode {index}" + (f" ({skipped})" if skipped else "")
+
+    @staticmethod
+    def _first_loadable(files: list[Path], start: int, step: int) -> tuple[int, Episode, str | None]:
+        """The first episode file from `start` on (in steps of `step`, wrapping) that loads. Each damaged file's full
+        error goes to stderr; the returned note (for the window's one-line message) names the files."""
+        damaged: list[str] = []
+        for k in range(len(files)):
+            index = (start + k * step) % len(files)
+            try:
+                episode = Episode.load(files[index])
+            except EpisodeFileError as e:
+                print(f"play -d: {e}", file=sys.stderr)
+                damaged.append(files[index].name)
+                continue
+            note = f"skipped {len(damaged)} damaged file(s): {', '.join(damaged[:3])}" if damaged else None
+            return index, episode, note
+        raise ToolError(f"no episode file of {files[0].parent} can be read (the errors are above)")
+
+    @property
+    def episode_index(self) -> int:
+        return self._loaded[0]
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self.files)
 
     @property
     def episode(self) -> Episode:
-        return self.store.get(self.episode_index)
+        return self._loaded[1]
 
     @property
     def last_t(self) -> int:
@@ -75,12 +116,14 @@ class DatasetBrowser:
     def handle(self, key: str) -> str | None:
         """Apply a key press; returns a short message, or None if the key means nothing here."""
         if key == "m":
-            self._select((self.dataset_index + 1) % len(self.datasets))
-            return f"dataset {self.datasets[self.dataset_index].name}"
+            target = (self.dataset_index + 1) % len(self.datasets)
+            try:
+                skipped = self._select(target)
+            except ToolError as e:  # stay on the dataset shown
+                return f"cannot show dataset {self.datasets[target]}: {e}"
+            return f"dataset {self.datasets[self.dataset_index].name}" + (f" ({skipped})" if skipped else "")
         if key in ("up", "down"):
-            self.episode_index = (self.episode_index + (1 if key == "up" else -1)) % len(self.store)
-            self.t = 0
-            return f"episode {self.episode_index}"
+            return self._step_episode(1 if key == "up" else -1)
         moves = {"right": 1, "left": -1, "page up": 10, "page down": -10}
         if key in moves:
             self.t = min(max(self.t + moves[key], 0), self.last_t)
@@ -103,7 +146,7 @@ class DatasetBrowser:
         rew = ep.rew.astype(np.float64)
         lines = [
             f"dataset {self.dataset_index + 1}/{len(self.datasets)}: {self.datasets[self.dataset_index]}",
-            f"episode {self.episode_index}/{len(self.store) - 1}   length {ep.length}   return {rew.sum():g} "
+            f"episode {self.episode_index}/{self.num_episodes - 1}   length {ep.length}   return {rew.sum():g} "
             f"(+{rew[rew > 0].sum():g} / {rew[rew < 0].sum():g})",
             (f"t {t}   action {self._action_name(int(ep.act[t]))}   reward {rew[t]:+g}   end {bool(ep.end[t])}   "
              f"trunc {bool(ep.trunc[t])}") if t < ep.length else f"t {t}   final frame (after the last step)",
