@@ -32,7 +32,8 @@ def test_diffusion_config_reaches_the_denoiser_and_the_checkpoint(tmp_path):
                  "train_sigma_min": 0.01, "train_sigma_max": 5.0}
     agent = DiamondAgent(**TINY, diffusion=diffusion)
     d = agent.denoiser.denoiser
-    assert (d.sigma_data, d.sigma_offset_noise, d.sigma_loc, d.sigma_scale, d.sigma_min, d.sigma_max) == (
+    assert (d.sigma_data, d.sigma_offset_noise, d.train_sigma_loc, d.train_sigma_scale, d.train_sigma_min,
+            d.train_sigma_max) == (
         0.7, 0.1, -1.2, 1.0, 0.01, 5.0)
     sigma = torch.tensor([0.3])
     assert torch.allclose(d.conditioners(sigma).c_skip, c_skip(effective_sigma(sigma, 0.1), 0.7))

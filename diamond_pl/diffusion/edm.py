@@ -137,17 +137,18 @@ class Denoiser(nn.Module):
         inner_model: nn.Module,
         sigma_data: float = SIGMA_DATA,
         sigma_offset_noise: float = SIGMA_OFFSET_NOISE,
-        sigma_loc: float = -0.4,
-        sigma_scale: float = 1.2,
-        sigma_min: float = 0.002,
-        sigma_max: float = 20.0,
+        train_sigma_loc: float = -0.4,
+        train_sigma_scale: float = 1.2,
+        train_sigma_min: float = 0.002,
+        train_sigma_max: float = 20.0,
     ) -> None:
         super().__init__()
         self.inner_model = inner_model
         self.sigma_data = sigma_data
         self.sigma_offset_noise = sigma_offset_noise
-        self.sigma_loc, self.sigma_scale = sigma_loc, sigma_scale
-        self.sigma_min, self.sigma_max = sigma_min, sigma_max
+        # the training noise distribution (named as in DiffusionConfig; the sampler's sigma_min/max are another range)
+        self.train_sigma_loc, self.train_sigma_scale = train_sigma_loc, train_sigma_scale
+        self.train_sigma_min, self.train_sigma_max = train_sigma_min, train_sigma_max
 
     @property
     def num_steps_conditioning(self) -> int:
@@ -199,7 +200,8 @@ class Denoiser(nn.Module):
         for i in range(t - n):
             x = frames[i + n]
             sigma = sample_training_sigma(
-                b, self.sigma_loc, self.sigma_scale, self.sigma_min, self.sigma_max, generator, obs.device
+                b, self.train_sigma_loc, self.train_sigma_scale, self.train_sigma_min, self.train_sigma_max, generator,
+                obs.device,
             )
             y = add_training_noise(x, sigma, self.sigma_offset_noise, generator)
             out, cs = self.model_output(y, sigma, torch.stack(frames[i : i + n], dim=1), act[:, i : i + n])
