@@ -31,6 +31,19 @@ def is_episode_file(path: Path) -> bool:
     return path.suffix == ".npz" and path.stem.isdigit()
 
 
+def episode_files(folder: Path) -> dict[int, Path]:
+    """The episode files directly in `folder`, by id ({} if there is no such folder)."""
+    if not folder.is_dir():
+        return {}
+    return {int(p.stem): p for p in folder.glob("*.npz") if is_episode_file(p)}
+
+
+def episodes_folder(store_dir: Path) -> Path:
+    """Where a store folder keeps its episode files: `episodes/` (what EpisodeStore writes), else the folder itself
+    (a flat folder of `<id>.npz` files, e.g. an imported static dataset)."""
+    return store_dir / "episodes" if (store_dir / "episodes").is_dir() else store_dir
+
+
 def bytes_per_step(frame_shape: tuple[int, ...] = (3, 64, 64)) -> int:
     """RAM per stored step: uint8 frame + int64 action + float32 reward + bool end + bool trunc (12,302 B at 64x64)."""
     return math.prod(frame_shape) + 8 + 4 + 1 + 1
@@ -163,13 +176,7 @@ class EpisodeStore:
             raise PermissionError(f"{self.name} ({self.directory}) is a read-only static dataset")
 
     def _episode_files(self) -> dict[int, Path]:
-        if not self.episodes_dir.is_dir():
-            return {}
-        files = {}
-        for p in self.episodes_dir.glob("*.npz"):
-            if is_episode_file(p):
-                files[int(p.stem)] = p
-        return files
+        return episode_files(self.episodes_dir)
 
     def _delete_files(self, keep: int) -> None:
         """Remove episode files with id >= keep, and temp files left by interrupted writes."""
@@ -268,8 +275,8 @@ class EpisodeStore:
         """Load every episode file of a folder (a store directory, or a flat folder of `<id>.npz` files with ids
         0..N-1) as a static dataset (spec §9.5 `static_dataset`)."""
         path = Path(path)
-        subdir = "episodes" if (path / "episodes").is_dir() else ""
-        store = cls(path, name, subdir=subdir, read_only=read_only)
+        folder = episodes_folder(path)
+        store = cls(path, name, subdir="" if folder == path else folder.name, read_only=read_only)
         files = store._episode_files()
         if not files:
             raise EpisodeFileError(f"no episode files (<id>.npz) found in {store.episodes_dir}")

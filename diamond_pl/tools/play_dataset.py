@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from diamond_pl.data.episode import Episode, EpisodeFileError
-from diamond_pl.data.store import is_episode_file
+from diamond_pl.data.store import episode_files, episodes_folder, is_episode_file
 from diamond_pl.tools.common import ToolError
 
 
@@ -38,12 +38,6 @@ def find_datasets(paths: list[str | os.PathLike]) -> list[Path]:
     return found
 
 
-def episode_files(store_dir: Path) -> list[Path]:
-    """The episode files of one store folder (`episodes/<id>.npz`, or `<id>.npz` directly in it), in id order."""
-    folder = store_dir / "episodes" if (store_dir / "episodes").is_dir() else store_dir
-    return sorted((f for f in folder.glob("*.npz") if is_episode_file(f)), key=lambda f: int(f.stem))
-
-
 class DatasetBrowser:
     """Holds only the episode on screen: a run's 100k-step dataset would take 1.2 GB of RAM if loaded whole."""
 
@@ -59,7 +53,7 @@ class DatasetBrowser:
     def _select(self, dataset_index: int) -> str | None:
         """Show the first episode of dataset `dataset_index` that loads; returns a note on damaged files skipped."""
         path = self.datasets[dataset_index]
-        files = episode_files(path)
+        files = [f for _, f in sorted(episode_files(episodes_folder(path)).items())]
         if not files:
             raise ToolError(f"dataset {path}: no episode files (<id>.npz) in it any more")
         index, episode, skipped = self._first_loadable(files, start=0, step=1)

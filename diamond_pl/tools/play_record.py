@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from diamond_pl.data.episode import Episode, EpisodeFileError
-from diamond_pl.data.store import EpisodeStore, is_episode_file
+from diamond_pl.data.store import EpisodeStore, episode_files
 from diamond_pl.tools.common import ToolError
 
 
@@ -65,7 +65,7 @@ class EpisodeRecorder:
     def _store(self, name: str) -> EpisodeStore:
         if name not in self._stores:
             path = self.directory / name
-            if (path / "episodes").is_dir() and any(map(is_episode_file, (path / "episodes").iterdir())):
+            if episode_files(path / "episodes"):
                 try:  # append after the episodes already there (ids must run 0..N-1, every file must load)
                     self._stores[name] = EpisodeStore.import_directory(path, name, read_only=False)
                 except EpisodeFileError as e:
