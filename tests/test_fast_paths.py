@@ -265,6 +265,39 @@ def test_unit_utilisation_pairs_each_unit_with_the_peak_around_it():
     assert util == pytest.approx([100 / 150, 50 / 100])
 
 
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_fused_lstm_flops_equal_those_of_its_matmuls(batch_first):
+    """torch's counter sees 0 FLOPs in the fused LSTM kernel; ours must count what the unfused LSTM's matmuls count."""
+    from diamond_pl.tools.benchmark import count_flops
+
+    lstm = torch.nn.LSTM(16, 8, num_layers=2, batch_first=batch_first)
+    x = torch.randn(3, 5, 16, requires_grad=True)
+    batch = 3 if batch_first else 5
+
+    def forward():
+        lstm(x)
+
+    def forward_backward():
+        lstm(x)[0].sum().backward()
+
+    with torch.backends.mkldnn.flags(enabled=True):  # the fused oneDNN kernel (what nn.LSTM runs on CPU)
+        fused = count_flops(forward), count_flops(forward_backward)
+    with torch.backends.mkldnn.flags(enabled=False):  # per-step matmuls, counted by torch's own formulas
+        unfused = count_flops(forward), count_flops(forward_backward)
+    assert fused[0] == unfused[0] == 2 * 15 * 4 * 8 * ((16 + 8) + (8 + 8))
+    # the unfused backward skips the first step's recurrent input gradient (h0 is a constant); the fused kernel runs it
+    assert fused[1] - unfused[1] == 2 * batch * 4 * 8 * 8 * 2
+
+
+def test_rnn_flops_from_weight_shapes():
+    from diamond_pl.tools.benchmark import rnn_flops
+
+    # cuDNN's weight list of a bidirectional one-layer LSTM (input 16, hidden 8): per direction w_ih, w_hh, b_ih, b_hh
+    weights = [(32, 16), (32, 8), (32,), (32,)] * 2
+    assert rnn_flops((7, 4, 16), weights) == 2 * 28 * 2 * 32 * (16 + 8)
+    assert rnn_flops((7, 4, 16), weights, backward=True) == 2 * rnn_flops((7, 4, 16), weights)
+
+
 def test_host_heap_is_released_when_the_trained_component_changes(monkeypatch):
     import diamond_pl.agent as agent_module
 

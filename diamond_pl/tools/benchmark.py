@@ -15,13 +15,13 @@ tuning, then the command-line overrides):
   eval          episode   full test games with parallel envs (each repeat capped at --eval-steps steps per env)
 
 For each: median / min / max seconds per unit over --repeats (after --warmup units, whose time is reported apart: it
-includes compilation), FLOPs per unit (torch.utils.flop_counter.FlopCounterMode: matmuls, convolutions, attention,
-forward and backward), achieved FLOP/s and utilisation = achieved / peak, where peak is a large fp32 matmul timed in the
-same process right before and after every timed unit: each unit is compared with the mean of the two samples around it
-(a busy machine lowers both) and the phase's utilisation is the median over its units; process CPU seconds per unit; peak host
-RSS (VmHWM, reset before each phase) and peak device memory (torch.cuda.max_memory_allocated). Then a projection of a
-full paper run (spec §9.4): 409,600 denoiser and reward/end updates, 404,600 actor-critic updates, 100k env steps,
-500 evaluation episodes.
+includes compilation), FLOPs per unit (torch.utils.flop_counter.FlopCounterMode: matmuls, convolutions, attention;
+plus the fused LSTM kernels it has no formula for; forward and backward), achieved FLOP/s and utilisation = achieved /
+peak, where peak is a large fp32 matmul timed in the same process right before and after every timed unit: each unit is
+compared with the mean of the two samples around it (a busy machine lowers both) and the phase's utilisation is the
+median over its units; process CPU seconds per unit; peak host RSS (VmHWM, reset before each phase) and peak device
+memory (torch.cuda.max_memory_allocated). Then a projection of a full paper run (spec §9.4): 409,600 denoiser and
+reward/end updates, 404,600 actor-critic updates, 100k env steps, 500 evaluation episodes.
 
 Each variant runs in its own subprocess (process-wide settings such as host malloc tuning and compile caches do not
 leak between variants; `--in-process` runs them in this process instead). Results: a rich table, and `--json OUT`.
@@ -190,10 +190,42 @@ def machine_peak_flops(device, size: int | None = None) -> float:
     return peak
 
 
+def rnn_flops(input_shape, weight_shapes, backward: bool = False) -> int:
+    """FLOPs of one fused RNN kernel call: each 2-D weight (input-to-gates or hidden-to-gates, any layer or direction)
+    is a matmul applied once per time step and sequence, i.e. to prod(input_shape[:-1]) vectors; 1-D entries (biases,
+    a flat weight buffer) are skipped. The backward computes the input and the weight gradient of each matmul: 2x."""
+    vectors = math.prod(input_shape[:-1])
+    flops = sum(2 * vectors * w[0] * w[1] for w in weight_shapes if len(w) == 2)
+    return 2 * flops if backward else flops
+
+
+def _rnn_flop_formulas() -> dict:
+    """`FlopCounterMode` has no formula for the fused RNN kernels that `nn.LSTM` runs (oneDNN's on CPU, cuDNN's on GPU)
+    and would count the reward/end LSTM as 0 FLOPs. Formulas take shapes (tensors replaced by their sizes)."""
+    import torch
+
+    aten = torch.ops.aten
+
+    def onednn(input, w_ih, w_hh, *args, backward=False, **kwargs):
+        return rnn_flops(input, [w_ih, w_hh], backward)
+
+    def cudnn(input, weights, *args, backward=False, **kwargs):
+        return rnn_flops(input, weights, backward)
+
+    return {
+        aten.mkldnn_rnn_layer: onednn,
+        aten.mkldnn_rnn_layer_backward: lambda *a, **k: onednn(*a, backward=True, **k),
+        aten._cudnn_rnn: cudnn,
+        aten._cudnn_rnn_backward: lambda *a, **k: cudnn(*a, backward=True, **k),
+    }
+
+
 def count_flops(fn: Callable[[], Any]) -> int:
+    """Forward and backward FLOPs of one call of `fn`: torch's counter (matmuls, convolutions, attention) plus the
+    fused RNN kernels."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping=_rnn_flop_formulas()) as counter:
         fn()
     return int(counter.get_total_flops())
 
