@@ -82,18 +82,13 @@ def run_window(session, state: PlayState, size: int = 640, fps: float = 15.0, sh
     pygame = import_pygame()
     try:
         screen, font, header = _open_window(pygame, size, show_header, f"diamond_pl play: {session.game}")
-        clock = pygame.time.Clock()
         key_map = action_key_map(session.action_meanings)
         held: set[str] = set()
         message, message_left = None, 0
         stats = {"frames": 0, "steps": 0, "resets": 0, "episodes_ended": 0, "envs": [], "actions": [], "recorded": []}
-        while not state.quit and (max_frames is None or stats["frames"] < max_frames):
-            if on_frame is not None:
-                on_frame(stats["frames"])
-            for event in pygame.event.get():
-                if event.type == pygame.QUIT:
-                    state.quit = True
-                elif event.type in (pygame.KEYDOWN, pygame.KEYUP):
+        for events in _frames(pygame, state, stats, fps, max_frames, on_frame):
+            for event in events:
+                if event.type in (pygame.KEYDOWN, pygame.KEYUP):
                     name = pygame.key.name(event.key)
                     if name in ACTION_KEYS:  # held keys make up the action; tracked from events, so injected ones count
                         (held.add if event.type == pygame.KEYDOWN else held.discard)(name)
@@ -125,8 +120,6 @@ def run_window(session, state: PlayState, size: int = 640, fps: float = 15.0, sh
             lines = session.header_lines(state.human, state.paused, message if message_left > 0 else None)
             _draw(pygame, screen, font, session.frame_u8, lines, size, header)
             message_left -= 1
-            clock.tick(fps)
-            stats["frames"] += 1
         return stats
     finally:
         pygame.quit()
@@ -140,16 +133,11 @@ def run_dataset_window(browser: DatasetBrowser, size: int = 640, fps: float = 15
     try:
         screen, font, header = _open_window(pygame, size, show_header, "diamond_pl play: dataset mode")
         pygame.key.set_repeat(300, max(1, int(1000 / fps)))  # held keys repeat, as in DIAMOND's dataset mode
-        clock = pygame.time.Clock()
         message, message_left = browser.notice, int(max(fps, 1)) if browser.notice else 0
         stats = {"frames": 0, "shown": []}
-        while not browser.quit and (max_frames is None or stats["frames"] < max_frames):
-            if on_frame is not None:
-                on_frame(stats["frames"])
-            for event in pygame.event.get():
-                if event.type == pygame.QUIT:
-                    browser.quit = True
-                elif event.type == pygame.KEYDOWN:
+        for events in _frames(pygame, browser, stats, fps, max_frames, on_frame):
+            for event in events:
+                if event.type == pygame.KEYDOWN:
                     text = browser.handle(pygame.key.name(event.key))
                     if text:
                         message, message_left = text, int(max(fps, 1))
@@ -159,11 +147,25 @@ def run_dataset_window(browser: DatasetBrowser, size: int = 640, fps: float = 15
                   size, header)
             message_left -= 1
             stats["shown"].append((browser.dataset_index, browser.episode_index, browser.t))
-            clock.tick(fps)
-            stats["frames"] += 1
         return stats
     finally:
         pygame.quit()
+
+
+def _frames(pygame, owner, stats: dict, fps: float, max_frames: int | None, on_frame: Callable[[int], None] | None):
+    """The frame loop both windows share: yields each frame's events (a window close sets `owner.quit` first) until
+    `owner.quit` or `max_frames`; after the caller's frame body it waits for the frame rate and counts the frame
+    (a `break` in the body skips both)."""
+    clock = pygame.time.Clock()
+    while not owner.quit and (max_frames is None or stats["frames"] < max_frames):
+        if on_frame is not None:
+            on_frame(stats["frames"])
+        events = pygame.event.get()
+        if any(event.type == pygame.QUIT for event in events):
+            owner.quit = True
+        yield events
+        clock.tick(fps)
+        stats["frames"] += 1
 
 
 def _open_window(pygame, size: int, show_header: bool, title: str):
