@@ -49,8 +49,15 @@ class ActorCriticNet(nn.Module):
     def __init__(self, cfg: ActorCriticNetConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        pools = 2 ** sum(1 for d in cfg.down if d)
+        if cfg.img_size % pools:  # a 2x2 max-pool floors odd sides: 24 -> 12 -> 6 -> 3 -> 1 drops rows and columns
+            raise ValueError(
+                f"actor_critic: frames of {cfg.img_size} px cannot be max-pooled {pools.bit_length() - 1} times "
+                f"without dropping pixels (the bottom and right edges would never reach the policy); use a "
+                f"data.img_size that is a multiple of {pools}, or fewer 1s in model.actor_critic.down"
+            )
         self.encoder = ActorCriticEncoder(cfg.img_channels, cfg.channels, cfg.down)
-        side = cfg.img_size // 2 ** sum(1 for d in cfg.down if d)
+        side = cfg.img_size // pools
         self.lstm = nn.LSTMCell(cfg.channels[-1] * side * side, cfg.lstm_dim)
         self.critic_linear = nn.Linear(cfg.lstm_dim, 1)
         self.actor_linear = nn.Linear(cfg.lstm_dim, cfg.num_actions)
