@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("diamond_pl.tools.evaluate", "score a checkpoint on full test games (returns, human-normalised score)"),
     "dream": ("diamond_pl.tools.dream", "imagine a rollout in the world model next to reality, saved as a GIF"),
     "play": ("diamond_pl.tools.play", "play inside the world model or the real game (pygame window)"),
+    "wm-metrics": ("diamond_pl.tools.wm_metrics", "world-model PSNR/SSIM (1 and K steps) vs copying the last frame, on held-out episodes"),
     "plot": ("diamond_pl.tools.plot", "learning curves (PNG) from the TensorBoard scalars of one or more runs"),
 }
 

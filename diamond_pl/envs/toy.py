@@ -14,7 +14,7 @@ is learnt from the reward on an episode's last step (a reward stored one step of
 only from the episode's end flag (its landing gives reward 0 either way: lost end flags make it harmless); both need
 the world model to respond to actions. A one-object game hides some of these bugs (docs/learning.md).
 
-Observations are RGB images, 4 pixels per cell (32 x 32: `--data.img_size 32` keeps them exact).
+Observations are RGB images, 2 pixels per cell (16 x 16: `--data.img_size 16` keeps them exact).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import gymnasium as gym
 import numpy as np
 
 GRID = 8
-CELL = 4
+CELL = 2
 BOMB_RGB = (255, 40, 40)
 BALL_RGB = (255, 220, 0)
 PADDLE_RGB = (0, 140, 255)
