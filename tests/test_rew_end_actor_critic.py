@@ -206,7 +206,7 @@ def test_actor_critic_policy_batched_and_per_frame_use_agree():
     """The collector's batched uint8 interface and the tools' per-frame interface are one policy with one state."""
     import numpy as np
 
-    from diamond_pl.data.frames import uint8_to_float
+    from diamond_pl.frames import uint8_to_float
     from diamond_pl.modules.actor_critic import ActorCriticPolicy
 
     torch.manual_seed(0)

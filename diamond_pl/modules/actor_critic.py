@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from diamond_pl.data.frames import uint8_to_float
 from diamond_pl.envs.env_loop import EnvLoop, policy_step
+from diamond_pl.frames import uint8_to_float
 from diamond_pl.modules.lambda_returns import actor_critic_loss, lambda_returns
 from diamond_pl.modules.optim import OptimConfig, configure_adamw
 from diamond_pl.nets.actor_critic_net import ActorCriticNet, ActorCriticNetConfig

@@ -17,6 +17,7 @@ import torch
 
 from diamond_pl.games import NUM_ACTIONS, UnknownGameError, validate_game
 from diamond_pl.tools.checkpoints import CheckpointError, load_agent
+from diamond_pl.video import VideoFormatError
 
 DEFAULT_GAME = "Breakout"  # what a config without `data.game` trains (ReplayDataModule's default)
 
@@ -40,7 +41,7 @@ def run_tool(command: str, fn: Callable[[], object]) -> None:
     """Run a tool's body; user errors become one clear line on stderr and exit status 2."""
     try:
         fn()
-    except (ToolError, CheckpointError, UnknownGameError) as e:
+    except (ToolError, CheckpointError, UnknownGameError, VideoFormatError) as e:
         print(f"{command}: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -29,15 +29,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torchmetrics.functional.image import peak_signal_noise_ratio
 
 from diamond_pl.data.episode import EpisodeFileError
-from diamond_pl.data.frames import uint8_to_float
 from diamond_pl.data.store import EpisodeStore
 from diamond_pl.envs.atari import AtariEnv
+from diamond_pl.frames import uint8_to_float
 from diamond_pl.modules.actor_critic import ActorCriticPolicy
 from diamond_pl.tools.common import ToolError, load_tool_agent, pick_device, run_tool, tool_parser
 from diamond_pl.tools.imagined_env import ImaginedEnv
-from diamond_pl.tools.video import check_mp4_support, compose, save_animation, save_strip, to_uint8
+from diamond_pl.video import check_mp4_support, compose, save_animation, save_strip, to_uint8
 
 COMMAND = "dream"
 DEFAULT_LIVE_START = 20
@@ -226,7 +227,7 @@ def dream(args: argparse.Namespace) -> dict:
         images.append(compose([s.obs, real_frame], [left, right], args.scale))
     save_animation(images, args.out, args.fps)
 
-    psnr = [_psnr(to_uint8(s.obs), f) for s, (f, _, over) in zip(imagined, real) if over < 2]
+    psnr = [psnr_uint8(to_uint8(s.obs), f) for s, (f, _, over) in zip(imagined, real) if over < 2]
     summary = {
         "game": agent.game,
         "start": start.description,
@@ -280,9 +281,10 @@ def _action_meanings(game: str) -> list[str]:
         env.close()
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two uint8 frames (inf when equal)."""
+    a, b = torch.from_numpy(a).double(), torch.from_numpy(b).double()
+    return float(peak_signal_noise_ratio(a, b, data_range=255.0))
 
 
 def _print_summary(s: dict) -> None:
