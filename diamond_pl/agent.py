@@ -84,7 +84,7 @@ class DiamondAgent(L.LightningModule):
             wm_metric_horizon: autoregressive steps of the world-model PSNR/SSIM test metric.
             model_free: train the actor-critic on `world_model_env.num_envs` real train envs instead of imagination,
                 without world-model training or data collection (spec §9.5; not a 100k-step setting).
-            fast: speed-ups that do not change results beyond float noise (perf.py, docs/performance.md):
+            fast: speed-ups that do not change results beyond float noise (diamond_pl/perf/, docs/performance.md):
                 compile, channels_last, CPU threads, TF32, fused AdamW, CUDA graphs / bf16 for imagination.
         """
         super().__init__()

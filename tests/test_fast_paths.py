@@ -1,4 +1,4 @@
-"""Fast paths (diamond_pl/perf.py) compute what eager computes, keep checkpoints compatible, and the benchmark command
+"""Fast paths (diamond_pl/perf/) compute what eager computes, keep checkpoints compatible, and the benchmark command
 runs end to end. Tiny networks only; the torch.compile comparison is marked slow (CPU compilation takes minutes)."""
 
 import json
@@ -322,12 +322,12 @@ def test_host_heap_is_released_when_the_trained_component_changes(monkeypatch):
 
 def test_bf16_autocast_wrapper_returns_float32_close_to_eager():
     """The wrapper `inference_dtype` puts around imagination's world-model calls (CUDA in training), run on CPU."""
-    from diamond_pl.perf import _autocast
+    from diamond_pl.perf.imagination import autocast_float32_out
 
     agent, x = tiny_agent(), inputs()
     args = (x["obs"][:, :-1], x["act"][:, :-1], x["obs"][:, 1:], None)
     ref_rew, ref_end, (ref_h, _) = agent.rew_end_model.net(*args)
-    wrapped = _autocast(agent.rew_end_model.net, torch.bfloat16, device_type="cpu")
+    wrapped = autocast_float32_out(agent.rew_end_model.net, torch.bfloat16, device_type="cpu")
     with torch.no_grad():
         rew, end, (h, c) = wrapped(*args)
     assert rew.dtype == end.dtype == h.dtype == c.dtype == torch.float32  # the env's buffers stay float32
@@ -335,7 +335,7 @@ def test_bf16_autocast_wrapper_returns_float32_close_to_eager():
     torch.testing.assert_close(rew, ref_rew, rtol=0.05, atol=0.05)  # ... within bf16 precision
     torch.testing.assert_close(h, ref_h, rtol=0.05, atol=0.05)
     # tensors on another device type run the function unchanged
-    assert torch.equal(_autocast(agent.rew_end_model.net, torch.bfloat16)(*args)[0], ref_rew)
+    assert torch.equal(autocast_float32_out(agent.rew_end_model.net, torch.bfloat16)(*args)[0], ref_rew)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")

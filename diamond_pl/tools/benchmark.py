@@ -177,12 +177,12 @@ def machine_peak_flops(device, size: int | None = None) -> float:
     `size`: side of the matmul (--peak-size; None: 2048 on CPU, 8192 on GPU)."""
     import torch
 
-    from diamond_pl.perf import _TORCH_DEFAULT_THREADS
+    from diamond_pl.perf import TORCH_DEFAULT_THREADS
 
     threads = torch.get_num_threads()
     peak = measure_peak_flops(device, size=size)
-    if device.type == "cpu" and threads != _TORCH_DEFAULT_THREADS:
-        torch.set_num_threads(_TORCH_DEFAULT_THREADS)
+    if device.type == "cpu" and threads != TORCH_DEFAULT_THREADS:
+        torch.set_num_threads(TORCH_DEFAULT_THREADS)
         try:
             peak = max(peak, measure_peak_flops(device, size=size))
         finally:
@@ -461,7 +461,7 @@ def run_variant(spec: dict) -> dict:
     """Measure the phases of one variant in this process. `spec` is plain JSON (see `main`)."""
     import torch
 
-    from diamond_pl.perf import _DTYPES, apply_fast_paths, as_fast_path_config, eager_config, release_host_memory
+    from diamond_pl.perf import INFERENCE_DTYPES, apply_fast_paths, as_fast_path_config, eager_config, release_host_memory
 
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
@@ -513,8 +513,8 @@ def run_variant(spec: dict) -> dict:
             out["phases"][phase] = res
             if spec.get("progress"):
                 print(f"[{spec['variant']}] {phase}: {_fmt_s(res['median_s'])} per {res['unit']}", file=sys.stderr, flush=True)
-    if device.type == "cuda" and fast_cfg is not None and _DTYPES[fast_cfg.inference_dtype] is not None:
-        out["peak_flops_per_s_inference_dtype"] = measure_peak_flops(device, dtype=_DTYPES[fast_cfg.inference_dtype])
+    if device.type == "cuda" and fast_cfg is not None and INFERENCE_DTYPES[fast_cfg.inference_dtype] is not None:
+        out["peak_flops_per_s_inference_dtype"] = measure_peak_flops(device, dtype=INFERENCE_DTYPES[fast_cfg.inference_dtype])
     return out
 
 
