@@ -1,6 +1,6 @@
 """DiamondAgent: the composite LightningModule that trains DIAMOND's three components (reference spec §9).
 
-It holds `denoiser` (DenoiserModule), `rew_end_model` (RewardEndModule) and `actor_critic` (ActorCriticModule), each
+It holds `denoiser` (DenoiserModule), `rew_end_model` (RewEndModule) and `actor_critic` (ActorCriticModule), each
 with its own AdamW, warm-up schedule and gradient clipping, and optimises them manually: the train iterable yields one
 batch per optimiser step tagged with the component it is for (`data/schedule.py`), and `training_step` dispatches it.
 The actor-critic's "batch" is a marker: its data is an imagined rollout through `WorldModelEnv`, built from the
@@ -30,7 +30,7 @@ from diamond_pl.games import validate_game
 from diamond_pl.modules.actor_critic import ActorCriticLossConfig, ActorCriticModule, actor_critic_optim
 from diamond_pl.modules.denoiser import DenoiserModule, denoiser_optim
 from diamond_pl.modules.optim import OptimConfig
-from diamond_pl.modules.reward_end import RewardEndModule, reward_end_optim
+from diamond_pl.modules.rew_end import RewEndModule, rew_end_optim
 from diamond_pl.nets.actor_critic_net import ActorCriticNetConfig
 from diamond_pl.nets.denoiser_net import DenoiserNetConfig
 from diamond_pl.nets.rew_end_net import RewEndNetConfig
@@ -59,7 +59,7 @@ class DiamondAgent(L.LightningModule):
         sampler: SamplerConfig = SamplerConfig(),
         denoiser_optim: OptimConfig = denoiser_optim(),
         rew_end_model: RewEndNetConfig = RewEndNetConfig(),
-        rew_end_model_optim: OptimConfig = reward_end_optim(),
+        rew_end_model_optim: OptimConfig = rew_end_optim(),
         actor_critic: ActorCriticNetConfig = ActorCriticNetConfig(),
         actor_critic_loss: ActorCriticLossConfig = ActorCriticLossConfig(),
         actor_critic_optim: OptimConfig = actor_critic_optim(),
@@ -126,7 +126,7 @@ class DiamondAgent(L.LightningModule):
             }
         )
         self.denoiser = DenoiserModule(denoiser, sampler, optims["denoiser"], diffusion, wm_metric_horizon)
-        self.rew_end_model = RewardEndModule(rew_end_model, optims["rew_end_model"])
+        self.rew_end_model = RewEndModule(rew_end_model, optims["rew_end_model"])
         self.actor_critic = ActorCriticModule(actor_critic, actor_critic_loss, optims["actor_critic"])
         self.world_model_env_cfg = world_model_env
         self.model_free = model_free

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from diamond_pl.diffusion.next_frame import imagine_open_loop, roll, sample_next_frame
-from diamond_pl.modules.reward_end import IGNORE, per_class_metrics
+from diamond_pl.modules.rew_end import IGNORE, per_class_metrics
 from diamond_pl.tools.dream import psnr_uint8
 
 

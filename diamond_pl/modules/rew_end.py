@@ -1,4 +1,4 @@
-"""RewardEndModule: predicts the reward sign and the episode end of a transition (reference spec §6).
+"""RewEndModule: predicts the reward sign and the episode end of a transition (reference spec §6).
 
 Trained with cross-entropy on windows of 19 real frames (18 transitions, padding on both sides allowed). Because
 non-zero rewards and ends are rare, per-class precision / recall / F1 (torchmetrics) are the metrics to watch; they
@@ -20,7 +20,7 @@ from diamond_pl.nets.rew_end_net import NUM_END_CLASSES, NUM_REW_CLASSES, RewEnd
 IGNORE = -1  # target value of padded transitions in the per-class metrics (no boolean indexing, no host sync)
 
 
-def reward_end_optim() -> OptimConfig:
+def rew_end_optim() -> OptimConfig:
     return OptimConfig(lr=1e-4, eps=1e-8, weight_decay=0.01, warmup_steps=100, max_grad_norm=100.0)
 
 
@@ -32,11 +32,11 @@ def per_class_metrics(num_classes: int) -> MetricCollection:
                              "f1_score": MulticlassF1Score(**kwargs)})
 
 
-class RewardEndModule(L.LightningModule):
+class RewEndModule(L.LightningModule):
     def __init__(self, net: RewEndNetConfig, optim: OptimConfig | None = None) -> None:
         super().__init__()
         self.net_cfg = net
-        self.optim_cfg = optim or reward_end_optim()
+        self.optim_cfg = optim or rew_end_optim()
         self.net = RewEndNet(net)
         # one pair of metric sets per stage ("train_"/"test_": ModuleDict keys must not shadow Module.train), so a test
         # pass does not disturb the train epoch's counts
