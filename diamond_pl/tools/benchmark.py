@@ -138,9 +138,9 @@ def build_agent(cfg: dict, scale: float):
 
 def choose_threads(requested: int | None, fast_cpu_threads: int | str | None) -> tuple[int, dict | None]:
     """The CPU thread count both variants run with, and the calibration's timings if it decided. Both variants use the
-    same count so that the eager / fast ratio measures the code paths, not the thread setting: on a loaded 2-core
-    machine 2 threads instead of 1 slowed small operations down by 10-80x, which is what made the eager variant look
-    39x slower than the fast one at smoke sizes."""
+    same count so that the eager / fast ratio measures the code paths, not the thread setting: on the 2-core machine,
+    loaded by other processes, the eager smoke-size imagination step took 18-24x and the evaluation episode 34-48x
+    longer with torch's default 2 threads than with 1, which is what made eager look 39x slower than fast."""
     if requested is not None:
         return requested, None
     if isinstance(fast_cpu_threads, int):
