@@ -389,7 +389,7 @@ def phase_actor_critic(ctx: Context, agent) -> Callable[[], None]:
     opt, sched = _optimizer(module)
 
     def step():
-        loss, _ = module.imagination_loss(env_loop)
+        loss, _ = module.loss(env_loop)
         _update(module, loss, opt, sched)
 
     return step

@@ -16,6 +16,7 @@ from typing import Callable
 import torch
 
 from diamond_pl.games import UnknownGameError, validate_game
+from diamond_pl.modules.component import COMPONENTS
 from diamond_pl.tools.checkpoints import CheckpointError, load_agent
 
 DEFAULT_GAME = "Breakout"  # what a config without `data.game` trains (ReplayDataModule's default)
@@ -102,7 +103,7 @@ def check_config(config: str | os.PathLike, ckpt_env, ckpt_path: str | os.PathLi
     if size is not None and int(size) != ckpt_env.img_size:
         raise ToolError(f"config {path} sets data.img_size = {size} but checkpoint {ckpt_path} holds an agent for "
                         f"{ckpt_env.img_size}x{ckpt_env.img_size} frames")
-    for part in ("denoiser", "rew_end_model", "actor_critic"):
+    for part in COMPONENTS:
         n = (model.get(part) or {}).get("num_actions")
         if n is not None and int(n) != ckpt_env.num_actions:
             raise ToolError(

@@ -21,6 +21,7 @@ from diamond_pl.tools.checkpoints import (
     read_torch_file,
     save_checkpoint,
 )
+from diamond_pl.modules.component import COMPONENTS
 from diamond_pl.tools.reference_format import FORMAT
 
 
@@ -56,7 +57,7 @@ def convert(agent_path: Path, out: Path, game: str | None = None, overwrite: boo
     return {
         "game": agent.game,
         "num_actions": agent.num_actions,
-        **{name: dict(agent.hparams[name]) for name in ("denoiser", "rew_end_model", "actor_critic")},
+        **{name: dict(agent.hparams[name]) for name in COMPONENTS},
         "num_parameters": {name: sum(p.numel() for p in m.parameters()) for name, m in agent.components.items()},
     }
 
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     except CheckpointError as e:
         raise SystemExit(f"import-diamond: error: {e}") from None
     print(f"{args.agent} -> {args.out} ({summary['game']}, {summary['num_actions']} actions)")
-    for name in ("denoiser", "rew_end_model", "actor_critic"):
+    for name in COMPONENTS:
         cfg = {k: v for k, v in summary[name].items() if k != "num_actions"}
         print(f"  {name}: {summary['num_parameters'][name]:,} parameters, {cfg}")
     print("Load it with DiamondAgent.load_from_checkpoint(path, weights_only=True) or diamond_pl.tools.checkpoints.load_agent.")
