@@ -37,5 +37,12 @@ def main(argv: list[str] | None = None) -> None:
     if name not in COMMANDS:
         print(f"error: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         raise SystemExit(2)
+    from diamond_pl import preflight  # light: answers typos before torch, Lightning or an emulator is loaded
+
+    try:
+        preflight.check(name, rest)
+    except preflight.PreflightError as e:
+        print(f"{name}: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     module = importlib.import_module(COMMANDS[name][0])
     module.main(rest)
