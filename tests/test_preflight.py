@@ -4,6 +4,7 @@ Each case runs in a fresh interpreter and reports which heavy modules were loade
 emulator can have started if gymnasium and ale_py were never imported."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +31,9 @@ print(json.dumps({"code": code, "loaded": [m for m in %r if m in sys.modules]}))
 
 
 def probe(*argv: str, cwd=None) -> tuple[dict, str]:
-    proc = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, timeout=300, cwd=cwd)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's code, whatever the editable install points at
+    proc = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, timeout=300, cwd=cwd,
+                          env=env)
     return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
 
 
