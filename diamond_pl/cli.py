@@ -37,7 +37,9 @@ def main(argv: list[str] | None = None) -> None:
     if name not in COMMANDS:
         print(f"error: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         raise SystemExit(2)
-    from diamond_pl import preflight  # light: answers typos before torch, Lightning or an emulator is loaded
+    from diamond_pl import preflight, quiet  # light: answer typos before torch, Lightning or an emulator loads
+
+    quiet.install()
 
     try:
         preflight.check(name, rest)

@@ -15,15 +15,17 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch import seed_everything
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ModelSummary, ProgressBar
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from diamond_pl import quiet
 from diamond_pl.agent import DiamondAgent
 from diamond_pl.data.datamodule import ReplayDataModule
 from diamond_pl.games import validate_game
 from diamond_pl.loop.collect_evaluate import CollectAndEvaluate
+from diamond_pl.loop.progress import ComponentSummary, DiamondProgressBar, fit_summary, startup_warning
 
 
 class CheckpointError(RuntimeError):
@@ -158,7 +160,26 @@ class DiamondCLI(LightningCLI):
             check_checkpoint(ckpt_path)
         super()._parse_ckpt_path()
 
+    def _instantiate_trainer(self, config: dict, callbacks: list):
+        """Our progress bar (unless one is configured or bars are off) and a model summary without Lightning's
+        FLOPs (always 0 here)."""
+        callbacks = list(callbacks)
+        given = config.get("callbacks") or []
+        configured = [*callbacks, *(given if isinstance(given, list) else [given])]
+        if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in configured):
+            callbacks.append(DiamondProgressBar())
+        if config.get("enable_model_summary") is not False and not any(isinstance(c, ModelSummary) for c in configured):
+            callbacks.append(ComponentSummary())
+        return super()._instantiate_trainer(config, callbacks)
+
+    def after_fit(self) -> None:
+        if self.trainer.is_global_zero:
+            rank_zero_info(fit_summary(self.trainer, getattr(self, "run_seed", None)))
+
     def before_fit(self) -> None:
+        warning = startup_warning(self.trainer, self.model, self.datamodule)
+        if warning is not None:
+            rank_zero_warn(warning)
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
         if ckpt_path is None:
             return
@@ -187,6 +208,7 @@ def seed_alias(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str]) -> None:
+    quiet.install()
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # we pass args on purpose
     DiamondCLI(
         DiamondAgent,
