@@ -18,7 +18,7 @@ from lightning.pytorch import seed_everything
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ModelSummary, ProgressBar
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 
 from diamond_pl import quiet
 from diamond_pl.agent import DiamondAgent
@@ -179,7 +179,7 @@ class DiamondCLI(LightningCLI):
     def before_fit(self) -> None:
         warning = startup_warning(self.trainer, self.model, self.datamodule)
         if warning is not None:
-            rank_zero_warn(warning)
+            rank_zero_info(warning)  # one line, not a Python warning with its source line
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
         if ckpt_path is None:
             return
