@@ -3,7 +3,8 @@
 The YAML has four sections besides `trainer`: `model` (DiamondAgent: networks, sampler, losses, optimisers),
 `data` (ReplayDataModule: run folder, game, batch size, sampling, update counts), `loop` (CollectAndEvaluate: real
 env steps, initial collection, evaluation) and `checkpoint` / `snapshot` (ModelCheckpoint: `last.ckpt` every epoch,
-weight-only snapshots every 5 epochs). `data.game` also sets `model.game`.
+weight-only snapshots every 5 epochs). The env settings of `data` (`game` or `env_id`, `img_size`, ...) also set
+`model.env`, from which every network takes its action count and frame size.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from diamond_pl import quiet
 from diamond_pl.agent import DiamondAgent
 from diamond_pl.data.datamodule import ReplayDataModule
-from diamond_pl.games import validate_game
+from diamond_pl.envs.spec import EnvSpec
 from diamond_pl.loop.collect_evaluate import CollectAndEvaluate
 from diamond_pl.loop.progress import ComponentSummary, DiamondProgressBar, fit_summary, startup_warning
 
@@ -63,9 +64,18 @@ class RecordSeed(Callback):
         checkpoint[SEED_KEY] = self.seed
 
 
+ENV_KEYS = ("game", "env_id", "img_size", "frame_skip", "max_pool", "pixels", "make_kwargs")
+
+
+def env_settings(*values) -> dict:
+    """The `data` section's env settings as the agent's `env` (plain values, validated)."""
+    d = dict(zip(ENV_KEYS, values))
+    return EnvSpec(**{**d, "make_kwargs": dict(d["make_kwargs"] or {})}).to_dict()
+
+
 class DiamondCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
-        parser.link_arguments("data.game", "model.game")
+        parser.link_arguments(tuple(f"data.{k}" for k in ENV_KEYS), "model.env", compute_fn=env_settings)
         parser.link_arguments("model.model_free", "data.model_free")
         parser.add_lightning_class_args(CollectAndEvaluate, "loop")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
@@ -87,19 +97,23 @@ class DiamondCLI(LightningCLI):
         })  # fmt: skip
 
     def before_instantiate_classes(self) -> None:
-        """Paths left null follow the game: run folder lightning_logs/<game>, checkpoints in <run folder>/checkpoints,
-        TensorBoard logs under lightning_logs/<game>/version_0 (so `--data.game Pong` alone starts a separate run)."""
+        """Paths left null follow the env: run folder lightning_logs/<env>, checkpoints in <run folder>/checkpoints,
+        TensorBoard logs under lightning_logs/<env>/version_0 (so `--data.game Pong` alone starts a separate run)."""
         cfg = self.config[self.subcommand]
-        game = validate_game(cfg.data.game)
+        d = cfg.data
+        spec = EnvSpec(game=d.game, env_id=d.env_id, img_size=d.img_size, frame_skip=d.frame_skip,
+                       max_pool=d.max_pool, pixels=d.pixels, make_kwargs=dict(d.make_kwargs or {}))
+        spec.num_actions  # noqa: B018 -- a gymnasium env is made once here: a bad id fails before any work
+        game = spec.slug
         if cfg.data.run_dir is None:
-            cfg.data.run_dir = f"lightning_logs/{game.lower()}"
+            cfg.data.run_dir = f"lightning_logs/{game}"
         for section in ("checkpoint", "snapshot"):
             if cfg[section].dirpath is None:
                 cfg[section].dirpath = str(Path(cfg.data.run_dir) / "checkpoints")
         logger = cfg.trainer.logger
         if isinstance(logger, Namespace) and logger.get("class_path", "").endswith("TensorBoardLogger"):
             if logger.init_args.get("name") is None:
-                logger.init_args.name = game.lower()
+                logger.init_args.name = game
         self.resolve_seed(cfg)
 
     def _set_seed(self) -> None:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from diamond_pl.games import NUM_ACTIONS, UnknownGameError, validate_game
+from diamond_pl.games import UnknownGameError, validate_game
 
 if TYPE_CHECKING:
     import torch
@@ -77,12 +77,13 @@ def load_tool_agent(ckpt_path: str | os.PathLike, device: torch.device, config: 
     agent = load_agent(path, map_location=device)
     agent = agent.to(device).eval()
     if config is not None:
-        check_config(config, agent.game, path)
+        check_config(config, agent.env_spec, path)
     return agent
 
 
-def check_config(config: str | os.PathLike, ckpt_game: str, ckpt_path: str | os.PathLike) -> None:
-    """Refuse a config whose game or action counts disagree with the checkpoint's agent."""
+def check_config(config: str | os.PathLike, ckpt_env, ckpt_path: str | os.PathLike) -> None:
+    """Refuse a config whose env (game or env id, frame size) or action counts disagree with the checkpoint's agent
+    (`ckpt_env`: its EnvSpec)."""
     import yaml
 
     path = Path(config)
@@ -93,25 +94,26 @@ def check_config(config: str | os.PathLike, ckpt_game: str, ckpt_path: str | os.
     except yaml.YAMLError as e:
         raise ToolError(f"--config {path}: not valid YAML ({e})") from None
     data, model = cfg.get("data") or {}, cfg.get("model") or {}
-    named = data.get("game") or model.get("game")
+    named = data.get("env_id") or data.get("game") or model.get("game")
     try:
-        game = validate_game(named) if named else DEFAULT_GAME
+        env = data["env_id"] if data.get("env_id") else validate_game(named or DEFAULT_GAME)
     except UnknownGameError as e:
         raise ToolError(f"--config {path}: {e}") from None
     source = "" if named else " (its default: the config names no data.game)"
-    ckpt_actions = NUM_ACTIONS[ckpt_game]
-    if game != ckpt_game:
+    if env != ckpt_env.name:
         raise ToolError(
-            f"config {path} is for {game}{source} ({NUM_ACTIONS[game]} actions) but checkpoint {ckpt_path} holds a "
-            f"{ckpt_game} agent ({ckpt_actions} actions); pass the config of the run that wrote the checkpoint, or "
-            f"leave --config out (the checkpoint alone rebuilds the agent)"
+            f"config {path} is for {env}{source} but checkpoint {ckpt_path} holds a {ckpt_env.name} agent "
+            f"({ckpt_env.num_actions} actions); pass the config of the run that wrote the checkpoint, or leave "
+            f"--config out (the checkpoint alone rebuilds the agent)"
         )
+    size = data.get("img_size")
+    if size is not None and int(size) != ckpt_env.img_size:
+        raise ToolError(f"config {path} sets data.img_size = {size} but checkpoint {ckpt_path} holds an agent for "
+                        f"{ckpt_env.img_size}x{ckpt_env.img_size} frames")
     for part in ("denoiser", "rew_end_model", "actor_critic"):
         n = (model.get(part) or {}).get("num_actions")
-        if n is not None and int(n) != ckpt_actions:
+        if n is not None and int(n) != ckpt_env.num_actions:
             raise ToolError(
-                f"config {path} sets model.{part}.num_actions = {n} but checkpoint {ckpt_path} holds a {ckpt_game} "
-                f"agent with {ckpt_actions} actions"
+                f"config {path} sets model.{part}.num_actions = {n} but checkpoint {ckpt_path} holds a "
+                f"{ckpt_env.name} agent with {ckpt_env.num_actions} actions"
             )
-
-

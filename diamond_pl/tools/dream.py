@@ -34,7 +34,7 @@ import numpy as np
 from diamond_pl.tools.common import ToolError, load_tool_agent, pick_device, run_tool, tool_parser
 
 if TYPE_CHECKING:
-    from diamond_pl.envs.atari import AtariEnv
+    from diamond_pl.envs.base import PixelEnv
     from diamond_pl.modules.actor_critic import ActorCriticPolicy
 # torch, the emulator and the networks are imported inside the functions that use them: `dream --help` stays fast
 
@@ -107,7 +107,7 @@ def parse_actions(text: str, meanings: list[str]) -> list[int]:
     return out
 
 
-def live_start(env: AtariEnv, actor: ActorCriticPolicy, n: int, start_step: int, seed: int | None) -> Start:
+def live_start(env: PixelEnv, actor: ActorCriticPolicy, n: int, start_step: int, seed: int | None) -> Start:
     """Play the policy for `start_step` steps; the env stays at that state for the replay."""
     import torch
 
@@ -127,7 +127,7 @@ def live_start(env: AtariEnv, actor: ActorCriticPolicy, n: int, start_step: int,
         frames.append(obs[0])
         actions.append(a)
     return Start(obs=np.stack(frames[-n:]), act=np.array(actions[len(actions) - (n - 1):] + [0], dtype=np.int64),
-                 description=f"live {env.game} test env, seed {seed}, start step {start_step}")
+                 description=f"live test env, seed {seed}, start step {start_step}")
 
 
 def recorded_start(data_dir: Path, episode: int | None, start_step: int | None, horizon: int, n: int) -> Start:
@@ -164,7 +164,6 @@ def dream(args: argparse.Namespace) -> dict:
     import torch
 
     from diamond_pl.data.frames import uint8_to_float
-    from diamond_pl.envs.atari import AtariEnv
     from diamond_pl.modules.actor_critic import ActorCriticPolicy
     from diamond_pl.tools.imagined_env import ImaginedEnv
     from diamond_pl.tools.video import check_mp4_support, compose, save_animation, save_strip, to_uint8
@@ -191,9 +190,9 @@ def dream(args: argparse.Namespace) -> dict:
     temperature = agent.actor_critic.loss_cfg.temperature if args.temperature is None else args.temperature
     actor = ActorCriticPolicy(agent.actor_critic.net, temperature)
 
-    env = None if recorded else AtariEnv(agent.game, 1, done_on_life_loss=False, seed=args.seed)
+    env = None if recorded else agent.env_spec.make(1, train=False, seed=args.seed)
     try:
-        meanings = env.action_meanings if env is not None else _action_meanings(agent.game)
+        meanings = env.action_meanings if env is not None else agent.env_spec.action_meanings
         plan = parse_actions(args.actions, meanings) if args.actions is not None else None
         if recorded:
             start = recorded_start(args.data_dir, args.episode, args.start_step, args.horizon, n)
@@ -266,7 +265,7 @@ def dream(args: argparse.Namespace) -> dict:
     return summary
 
 
-def replay(env: AtariEnv, actions: list[int]) -> list[tuple[np.ndarray, float, int]]:
+def replay(env: PixelEnv, actions: list[int]) -> list[tuple[np.ndarray, float, int]]:
     """Step the real env with `actions` -> (frame, reward, over) per step, over = 0 while playing, 1 on the step
     that ends the game, 2 after it (the last frame is held; the env is not stepped into a new game)."""
     out, last, over = [], None, 0
@@ -286,14 +285,6 @@ def _real_title(recorded: bool) -> str:
     return "real (recorded episode)" if recorded else "real (same actions)"
 
 
-def _action_meanings(game: str) -> list[str]:
-    from diamond_pl.envs.atari import AtariEnv
-
-    env = AtariEnv(game, 1, done_on_life_loss=False)
-    try:
-        return list(env.action_meanings)
-    finally:
-        env.close()
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:

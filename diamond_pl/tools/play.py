@@ -236,15 +236,13 @@ def browse(args: argparse.Namespace, size: int) -> dict:
         raise ToolError("dataset mode (-d) needs no --ckpt_path; use --game GAME to show action names")
     meanings = None
     if args.game is not None:
-        from diamond_pl.envs.atari import AtariEnv
-        from diamond_pl.games import UnknownGameError, validate_game
+        from diamond_pl.envs.spec import EnvSpec
+        from diamond_pl.games import UnknownGameError
 
         try:
-            env = AtariEnv(validate_game(args.game), 1, done_on_life_loss=False)
+            meanings = EnvSpec(game=args.game).action_meanings
         except UnknownGameError as e:
             raise ToolError(f"--game: {e}") from None
-        meanings = list(env.action_meanings)
-        env.close()
     from diamond_pl.tools.play_dataset import DatasetBrowser, find_datasets
 
     browser = DatasetBrowser(find_datasets(args.dataset), meanings)
