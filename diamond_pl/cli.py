@@ -39,5 +39,14 @@ def main(argv: list[str] | None = None) -> None:
     if name not in COMMANDS:
         print(f"error: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         raise SystemExit(2)
+    from diamond_pl import preflight, quiet  # light: answer typos before torch, Lightning or an emulator loads
+
+    quiet.install()
+
+    try:
+        preflight.check(name, rest)
+    except preflight.PreflightError as e:
+        print(f"{name}: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     module_name, _, function = COMMANDS[name][0].partition(":")
     getattr(importlib.import_module(module_name), function or "main")(rest)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
-import pixel_envs  # noqa: E402  (registers Catch-v0, NoImages-v0, Continuous-v0)
+import pixel_envs  # noqa: E402,F401  (registers Catch-v0, NoImages-v0, Continuous-v0)
 from smoke_run import fit  # noqa: E402
 
 from diamond_pl.agent import DiamondAgent  # noqa: E402

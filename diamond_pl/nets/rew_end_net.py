@@ -14,7 +14,6 @@ Every ResBlock is conditioned (adaptive group norm) on the action embedding dire
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn

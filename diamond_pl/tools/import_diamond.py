@@ -14,15 +14,7 @@ import hashlib
 import sys
 from pathlib import Path
 
-from diamond_pl.tools.checkpoints import (
-    CheckpointError,
-    agent_from_reference,
-    is_lightning_checkpoint,
-    read_torch_file,
-    save_checkpoint,
-)
-from diamond_pl.modules.component import COMPONENTS
-from diamond_pl.tools.reference_format import FORMAT
+# the converter (torch, Lightning) is imported in convert() and main(): `import-diamond --help` must not wait for it
 
 
 def parser() -> argparse.ArgumentParser:
@@ -42,6 +34,16 @@ def parser() -> argparse.ArgumentParser:
 
 def convert(agent_path: Path, out: Path, game: str | None = None, overwrite: bool = False) -> dict:
     """Convert and write; returns a summary (game, inferred configs, parameter count)."""
+    from diamond_pl.tools.checkpoints import (
+        CheckpointError,
+        agent_from_reference,
+        is_lightning_checkpoint,
+        read_torch_file,
+        save_checkpoint,
+    )
+    from diamond_pl.modules.component import COMPONENTS
+    from diamond_pl.tools.reference_format import FORMAT
+
     if out.exists() and not overwrite:
         raise CheckpointError(f"{out}: exists already; pass --overwrite to replace it, or choose another --out")
     if out.resolve() == agent_path.resolve():
@@ -72,6 +74,9 @@ def _sha256(path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
+    from diamond_pl.modules.component import COMPONENTS
+    from diamond_pl.tools.checkpoints import CheckpointError
+
     try:
         summary = convert(args.agent, args.out, args.game, args.overwrite)
     except CheckpointError as e:
