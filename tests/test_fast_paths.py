@@ -9,6 +9,7 @@ import torch
 from diamond_pl.agent import DiamondAgent
 from diamond_pl.diffusion.sampler import SamplerConfig
 from diamond_pl.nets.actor_critic_net import ActorCriticNetConfig
+from diamond_pl.modules.denoiser import denoiser_loss
 from diamond_pl.nets.denoiser_net import DenoiserNetConfig
 from diamond_pl.nets.rew_end_net import RewEndNetConfig
 from diamond_pl.perf import (
@@ -151,7 +152,7 @@ def test_training_step_channels_last_matches_eager():
         agent = tiny_agent()
         apply_fast_paths(agent, cfg)
         torch.manual_seed(5)  # same training sigmas and noise
-        loss, _ = agent.denoiser.denoiser.compute_loss(x["obs"], x["act"], torch.ones(2, 5, dtype=torch.bool))
+        loss, _ = denoiser_loss(agent.denoiser.denoiser, x["obs"], x["act"], torch.ones(2, 5, dtype=torch.bool))
         loss.backward()
         grads.append({n: p.grad.clone() for n, p in agent.denoiser.named_parameters() if p.grad is not None})
     assert grads[0].keys() == grads[1].keys()
@@ -372,7 +373,7 @@ def test_benchmark_runs_both_variants_at_one_thread_count(monkeypatch):
     from diamond_pl.tools import benchmark
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(benchmark, "calibrate_cpu_threads", lambda: (1, {1: 0.1, 2: 0.5}))
+    monkeypatch.setattr("diamond_pl.perf.threads.calibrate_cpu_threads", lambda: (1, {1: 0.1, 2: 0.5}))
     assert benchmark.choose_threads(None, "auto") == (1, {1: 0.1, 2: 0.5})
     assert benchmark.choose_threads(3, "auto") == (3, None)  # --threads wins
     assert benchmark.choose_threads(None, 2) == (2, None)  # the config's fixed count

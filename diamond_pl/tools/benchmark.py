@@ -34,18 +34,11 @@ import sys
 import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import torch
-
-from diamond_pl.perf import (
-    INFERENCE_DTYPES, TORCH_DEFAULT_THREADS, apply_fast_paths, as_fast_path_config, calibrate_cpu_threads,
-    eager_config, imagination_fns, release_host_memory,
-)
-from diamond_pl.perf.flops import count_flops
-from diamond_pl.perf.measure import (
-    machine_info, matmul_flops_per_s, peak_flops_per_s, peak_rss_mb, reset_peak_rss, timed_units, unit_utilisation,
-)
+if TYPE_CHECKING:
+    import torch
+# torch and everything that imports it are imported inside the functions that use them: `benchmark --help` stays fast
 
 PHASES = ("denoiser", "rew_end", "imagination", "actor_critic", "env", "eval")
 NETWORK_PHASES = ("denoiser", "rew_end", "imagination", "actor_critic")
@@ -129,11 +122,12 @@ def scale_model(model: dict, scale: float) -> dict:
 
 def build_agent(cfg: dict, scale: float):
     from diamond_pl.agent import DiamondAgent
+    from diamond_pl.train import ENV_KEYS
 
     model = scale_model({k: v for k, v in cfg["model"].items() if k != "fast"}, scale)
-    game = (cfg.get("data") or {}).get("game", model.pop("game", "Breakout"))
     model.pop("game", None)
-    return DiamondAgent(game=game, **model)
+    data = cfg.get("data") or {}
+    return DiamondAgent(env={k: data[k] for k in ENV_KEYS if k in data}, **model)
 
 
 def choose_threads(requested: int | None, fast_cpu_threads: int | str | None) -> tuple[int, dict | None]:
@@ -141,6 +135,10 @@ def choose_threads(requested: int | None, fast_cpu_threads: int | str | None) ->
     same count so that the eager / fast ratio measures the code paths, not the thread setting: on the 2-core machine,
     loaded by other processes, the eager smoke-size imagination step took 18-24x and the evaluation episode 34-48x
     longer with torch's default 2 threads than with 1, which is what made eager look 39x slower than fast."""
+    import torch
+
+    from diamond_pl.perf.threads import TORCH_DEFAULT_THREADS, calibrate_cpu_threads
+
     if requested is not None:
         return requested, None
     if isinstance(fast_cpu_threads, int):
@@ -192,6 +190,8 @@ class Context:
 
 def _update(module, loss_fn: Callable[[], Any]) -> Callable[[], None]:
     """One optimiser step of a component, as training does it: loss, backward, clip, AdamW, lr schedule."""
+    import torch
+
     cfg = module.configure_optimizers()
     opt, sched = cfg["optimizer"], cfg["lr_scheduler"]["scheduler"]
 
@@ -223,8 +223,11 @@ def phase_rew_end(ctx: Context, agent) -> Callable[[], None]:
 
 def _world_model_env(ctx: Context, agent, steps: int):
     """A WorldModelEnv with the agent's networks and enough preloaded contexts for `steps` steps (no refill)."""
+    import torch
+
     from diamond_pl.data.sampler import SegmentSampler
     from diamond_pl.envs.world_model_env import WorldModelEnv
+    from diamond_pl.perf import imagination_fns
 
     sampler = SegmentSampler(ctx.store, ctx.batch_size, agent.denoiser.num_steps_conditioning, seed=ctx.seed)
     # each imagined step uses at most num_envs new contexts
@@ -238,6 +241,8 @@ def _world_model_env(ctx: Context, agent, steps: int):
 
 
 def phase_imagination(ctx: Context, agent) -> Callable[[], None]:
+    import torch
+
     from diamond_pl.envs.env_loop import policy_step
 
     env = _world_model_env(ctx, agent, ctx.units)
@@ -255,16 +260,15 @@ def phase_imagination(ctx: Context, agent) -> Callable[[], None]:
 def phase_actor_critic(ctx: Context, agent) -> Callable[[], None]:
     module = agent.actor_critic
     env_loop = module.make_env_loop(_world_model_env(ctx, agent, ctx.units * module.loss_cfg.backup_every))
-    return _update(module, lambda: module.imagination_loss(env_loop))
+    return _update(module, lambda: module.loss(env_loop))
 
 
 def _collector(ctx: Context, agent, name: str, num_envs: int, train: bool):
     from diamond_pl.data.collector import Collector
     from diamond_pl.data.store import EpisodeStore
-    from diamond_pl.envs.atari import AtariEnv
     from diamond_pl.modules.actor_critic import ActorCriticPolicy
 
-    env = AtariEnv(agent.game, num_envs=num_envs, done_on_life_loss=train, seed=ctx.seed + (0 if train else 1))
+    env = agent.env_spec.make(num_envs, train=train, seed=ctx.seed + (0 if train else 1))
     store = EpisodeStore(ctx.tmp / name, "train_dataset" if train else "test_dataset")
     policy = ActorCriticPolicy(agent.actor_critic.net, agent.actor_critic.loss_cfg.temperature)
     return store, Collector(env, store, policy, epsilon=0.01 if train else 0.0, reset_every_collect=not train,
@@ -301,6 +305,11 @@ PHASE_BUILDERS = {"denoiser": phase_denoiser, "rew_end": phase_rew_end, "imagina
 
 def run_variant(spec: dict) -> dict:
     """Measure the phases of one variant in this process. `spec` is plain JSON (see `run`)."""
+    import torch
+
+    from diamond_pl.perf import INFERENCE_DTYPES, apply_fast_paths, as_fast_path_config, eager_config, release_host_memory
+    from diamond_pl.perf.measure import matmul_flops_per_s, peak_rss_mb, reset_peak_rss
+
     if spec["device"] == "cpu":
         torch.set_num_threads(int(spec["threads"]))
     device = torch.device(spec["device"])
@@ -343,6 +352,10 @@ def run_variant(spec: dict) -> dict:
 
 
 def _run_phase(phase: str, ctx: Context, agent, counter_agent, known_flops: dict) -> dict:
+    from diamond_pl.perf import eager_config
+    from diamond_pl.perf.flops import count_flops
+    from diamond_pl.perf.measure import peak_flops_per_s, timed_units, unit_utilisation
+
     warmup, repeats, device = int(ctx.spec["warmup"]), int(ctx.spec["repeats"]), ctx.device
     res: dict[str, Any] = {"unit": UNITS[phase]}
     if phase in NETWORK_PHASES:
@@ -401,6 +414,11 @@ def projection(variant: dict, paper_size: bool) -> dict:
 
 
 def run(args: argparse.Namespace) -> dict:
+    import torch
+
+    from diamond_pl.perf import as_fast_path_config
+    from diamond_pl.perf.measure import machine_info
+
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda but CUDA is not available")
