@@ -137,16 +137,15 @@ def choose_threads(requested: int | None, fast_cpu_threads: int | str | None) ->
     longer with torch's default 2 threads than with 1, which is what made eager look 39x slower than fast."""
     import torch
 
-    from diamond_pl.perf.threads import TORCH_DEFAULT_THREADS, calibrate_cpu_threads
+    from diamond_pl.perf.threads import calibrate_cpu_threads
 
     if requested is not None:
         return requested, None
     if isinstance(fast_cpu_threads, int):
         return fast_cpu_threads, None
     if fast_cpu_threads == "auto" and "OMP_NUM_THREADS" not in os.environ:
-        best, medians = calibrate_cpu_threads()
-        return best, medians
-    return torch.get_num_threads() if fast_cpu_threads == "auto" else TORCH_DEFAULT_THREADS, None
+        return calibrate_cpu_threads()
+    return torch.get_num_threads(), None  # torch's own count (OMP_NUM_THREADS, if set, decided it)
 
 
 # --- data ------------------------------------------------------------------------------------------------------------
