@@ -192,8 +192,13 @@ def probability_of_improvement(ours, theirs: dict, reps: int, seed: int):
 
 # ------------------------------------------------------------------------------------------------------ report
 def build_report(source: Source, compare: list[str], out: Path, reps: int = 2000, seed: int = 0,
-                 plots: bool = True) -> dict:  # fmt: skip
+                 plots: bool = True, poi_reps: int = 200) -> dict:  # fmt: skip
+    import warnings
+
     import numpy as np
+
+    # rliable hands arch a RandomState (reproducible CIs); arch 7 warns that it prefers a Generator
+    warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
 
     out.mkdir(parents=True, exist_ok=True)
     references = {m: load_reference(m) for m in compare}
@@ -228,7 +233,7 @@ def build_report(source: Source, compare: list[str], out: Path, reps: int = 2000
         }  # fmt: skip
     all_ours = hns_matrix(ours, present)
     theirs = {m: hns_matrix(ref, present) for m, ref in references.items()}
-    poi = probability_of_improvement(all_ours, theirs, reps, seed) if theirs else {}
+    poi = probability_of_improvement(all_ours, theirs, poi_reps, seed) if theirs else {}
 
     per_game = []
     for g in source.games:
@@ -249,7 +254,7 @@ def build_report(source: Source, compare: list[str], out: Path, reps: int = 2000
         per_game.append(row)
 
     summary = {
-        "source": source.name, "compare": list(compare), "reps": reps, "bootstrap_seed": seed,
+        "source": source.name, "compare": list(compare), "reps": reps, "poi_reps": poi_reps, "bootstrap_seed": seed,
         "games_expected": source.games, "games_present": present, "missing_games": missing_games,
         "missing_runs": [[g, s] for g, s in missing_runs], "left_out_of_aggregates": [[g, s] for g, s in left_out],
         "runs_per_game_in_aggregates": k, "problems": source.problems, "config_hashes": source.config_hashes,
@@ -311,7 +316,8 @@ def _markdown(s: dict) -> str:
     if s["probability_of_improvement"]:
         lines += ["## Probability of improvement", "",
                   f"P({name} > Y): the probability that a run of {name} beats a run of Y on a game picked at random "
-                  "(Mann-Whitney U per game, averaged over the games both cover).", "",
+                  "(Mann-Whitney U per game, averaged over the games both cover); CIs from "
+                  f"{s['poi_reps']} stratified-bootstrap resamples (rliable's per-game test is slow).", "",
                   "| Y | P(X > Y) [95 % CI] |", "|---|---|"]  # fmt: skip
         for m, v in s["probability_of_improvement"].items():
             lines += [f"| {m} | {v['value']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}] |"]
@@ -403,6 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "none: --compare with no name)")  # fmt: skip
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    p.add_argument("--poi-reps", type=int, default=200, help="bootstrap resamples for the probability of "
+                   "improvement (default 200: rliable runs one Mann-Whitney test per game per resample)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap random seed (default 0: reproducible CIs)")
     p.add_argument("--name", default=None, help="name of the reported agent in tables and plots (default: the "
                    "source's folder or file name)")  # fmt: skip
@@ -413,8 +421,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
-        if args.reps < 10:
-            raise ReportError(f"--reps {args.reps}: use at least 10 bootstrap resamples (2000 is the default)")
+        for name, value, default in (("--reps", args.reps, 2000), ("--poi-reps", args.poi_reps, 200)):
+            if value < 10:
+                raise ReportError(f"{name} {value}: use at least 10 bootstrap resamples ({default} is the default)")
         compare = list(dict.fromkeys(canonical_method(m) for m in args.compare))
         source = load_source(args.source)
         if args.name:
@@ -427,7 +436,7 @@ def main(argv: list[str] | None = None) -> None:
         except ImportError as e:
             raise ReportError(f"report needs rliable and matplotlib ({e}): pip install -e '.[sweep]'") from None
         summary = build_report(source, compare, Path(args.out), reps=args.reps, seed=args.seed,
-                               plots=not args.no_plots)  # fmt: skip
+                               plots=not args.no_plots, poi_reps=args.poi_reps)  # fmt: skip
     except ReportError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
