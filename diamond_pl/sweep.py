@@ -521,6 +521,7 @@ def submit(specs: list[RunSpec], params: dict, runs_dir: Path, cluster: str, max
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m diamond_pl sweep",
+        allow_abbrev=False,  # unknown options go to the fit: `--seed` must not be taken for `--seeds`
         description="One `fit` per (game, seed), each in RUNS_DIR/<Game>/seed_<k>/ with seed k, on this machine "
         "(--executor local) or as a SLURM job array through submitit (--executor slurm). Re-running the command "
         "skips finished runs and resumes the others from last.ckpt. Arguments it does not know go to every fit "
