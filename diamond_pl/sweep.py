@@ -254,6 +254,16 @@ def _last_epoch(run: Path) -> str | None:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Is the fit with this pid still running here? On Linux /proc also rules out zombies (a killed fit whose parent
+    died too waits to be reaped) and a recycled pid (the command line must be a diamond_pl fit)."""
+    proc = Path(f"/proc/{pid}")
+    if Path("/proc/self").is_dir():
+        try:
+            status = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            cmdline = (proc / "cmdline").read_bytes()
+        except (OSError, IndexError):
+            return False
+        return status not in ("Z", "X") and b"diamond_pl" in cmdline
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
