@@ -43,7 +43,7 @@ _PROCESS_START = _process_start()
 # that every run of a sweep shares one hash (and a report can tell when runs come from different configs).
 _PER_RUN_KEYS = (
     ("seed_everything",), ("ckpt_path",), ("config",), ("print_config",),
-    ("data", "run_dir"), ("data", "game"), ("data", "seed"), ("model", "game"), ("loop", "seed"),
+    ("data", "run_dir"), ("data", "game"), ("data", "env_id"), ("data", "seed"), ("model", "game"), ("loop", "seed"),
     ("checkpoint", "dirpath"), ("snapshot", "dirpath"),
     ("trainer", "logger"), ("trainer", "default_root_dir"), ("trainer", "enable_progress_bar"),
 )  # fmt: skip
@@ -87,6 +87,14 @@ def human_normalised_or_none(game: str, score: float) -> float | None:
         return None
 
 
+def _normalised(pl_module, game: str, mean: float) -> float | None:
+    """Human-normalised score for an Atari-100k game, None for any other env (no human reference)."""
+    spec = getattr(pl_module, "env_spec", None)
+    if spec is not None and hasattr(spec, "normalised_score"):
+        return spec.normalised_score(mean)
+    return human_normalised_or_none(game, mean)
+
+
 def write_final_results(trainer, pl_module, seed: int | None) -> Path:
     """Write `<run_dir>/results.json` from the final evaluation's episodes (the test store holds exactly them: it
     is cleared before each evaluation and keeps finished episodes only)."""
@@ -103,7 +111,7 @@ def write_final_results(trainer, pl_module, seed: int | None) -> Path:
         "returns": returns,
         "num_episodes": len(returns),
         "mean": mean,
-        "human_normalised_score": None if mean is None else human_normalised_or_none(game, mean),
+        "human_normalised_score": None if mean is None else _normalised(pl_module, game, mean),
         "env_steps": int(dm.train_store.num_steps),
         "epochs": int(trainer.current_epoch),
         "wall_time_s": round(time.time() - _PROCESS_START, 1),
