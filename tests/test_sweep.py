@@ -134,14 +134,18 @@ def test_fitjob_requeues_the_same_run():
 def test_config_hash_ignores_per_run_fields():
     base = {"seed_everything": 0, "data": {"game": "Pong", "seed": 0, "run_dir": "a", "batch_size": 4},
             "loop": {"seed": 0, "total_env_steps": 300}, "checkpoint": {"dirpath": "a/c"},
+            "model": {"env": {"game": "Pong", "env_id": None, "img_size": 64}},
             "trainer": {"logger": {"init_args": {"save_dir": "a"}}, "max_epochs": -1}}  # fmt: skip
     other = json.loads(json.dumps(base))
     other.update(seed_everything=3)
     other["data"].update(game="Breakout", seed=3, run_dir="b")
     other["loop"]["seed"], other["checkpoint"]["dirpath"] = 3, "b/c"
     other["trainer"]["logger"]["init_args"]["save_dir"] = "b"
+    other["model"]["env"]["game"] = "Breakout"
     assert config_hash(base) == config_hash(other)
     other["data"]["batch_size"] = 8
+    assert config_hash(base) != config_hash(other)
+    other["data"]["batch_size"], other["model"]["env"]["img_size"] = 4, 96
     assert config_hash(base) != config_hash(other)
 
 

@@ -44,6 +44,7 @@ _PROCESS_START = _process_start()
 _PER_RUN_KEYS = (
     ("seed_everything",), ("ckpt_path",), ("config",), ("print_config",),
     ("data", "run_dir"), ("data", "game"), ("data", "env_id"), ("data", "seed"), ("model", "game"), ("loop", "seed"),
+    ("model", "env", "game"), ("model", "env", "env_id"),  # model.env is linked from data.game / data.env_id
     ("checkpoint", "dirpath"), ("snapshot", "dirpath"),
     ("trainer", "logger"), ("trainer", "default_root_dir"), ("trainer", "enable_progress_bar"),
 )  # fmt: skip
