@@ -197,3 +197,22 @@ def test_tools_accept_a_gym_env_checkpoint(catch_run, tmp_path, monkeypatch):
         assert session.action_meanings == ["0", "1", "2"]
     finally:
         session.close()
+
+
+def test_static_dataset_must_fit_the_env(tmp_path):
+    from diamond_pl.data.datamodule import ReplayDataModule
+
+    def write(root, actions):
+        for split in ("train", "test"):
+            store = EpisodeStore(root / split, split)
+            store.add_episode(Episode(obs=np.zeros((4, 3, 32, 32), np.uint8), act=np.array(actions),
+                                      rew=np.zeros(4, np.float32), end=np.zeros(4, bool), trunc=np.zeros(4, bool)))
+        return str(root)
+
+    fits = write(tmp_path / "a", [0, 1, 2, 2])
+    ReplayDataModule(static_dataset=fits, env_id=CATCH, img_size=32).setup()  # no error
+    with pytest.raises(ValueError, match=r"frames are \(3, 32, 32\) but data.img_size is 64; pass --data.img_size 32"):
+        ReplayDataModule(static_dataset=fits, env_id=CATCH, img_size=64).setup()
+    too_many = write(tmp_path / "b", [0, 1, 5, 2])
+    with pytest.raises(ValueError, match="holds action 5 but pixel_envs:Catch-v0 has 3 actions"):
+        ReplayDataModule(static_dataset=too_many, env_id=CATCH, img_size=32).setup()
