@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("diamond_pl.tools.evaluate", "score a checkpoint on full test games (returns, human-normalised score)"),
     "dream": ("diamond_pl.tools.dream", "imagine a rollout in the world model next to reality, saved as a GIF"),
     "play": ("diamond_pl.tools.play", "play inside the world model or the real game (pygame window)"),
+    "sweep": ("diamond_pl.sweep", "one fit per (game, seed) on this machine or as a SLURM job array; --status"),
+    "report": ("diamond_pl.report", "rliable aggregates (IQM etc. with CIs) of a sweep vs published DIAMOND/IRIS/Simulus"),
     "import-minari": ("diamond_pl.tools.minari_cmd:main_import", "convert a Minari dataset (images, discrete actions) into a static dataset"),
     "export-minari": ("diamond_pl.tools.minari_cmd:main_export", "write a run's replay store as a Minari dataset"),
 }

@@ -28,6 +28,7 @@ from diamond_pl.data.collector import Collector, RandomPolicy
 from diamond_pl.data.episode import Episode
 from diamond_pl.loop.evaluation import imagined_vs_real, side_by_side, world_model_test_metrics
 from diamond_pl.loop.progress import announce
+from diamond_pl.loop.results import write_final_results
 from diamond_pl.modules.actor_critic import ActorCriticPolicy
 from diamond_pl.video import log_gif
 
@@ -226,6 +227,7 @@ class CollectAndEvaluate(Callback):
             return
         if self.final_eval_episodes > 0 and trainer.current_epoch >= trainer.fit_loop.max_epochs:
             self.evaluate(trainer, pl_module, self.final_eval_episodes, prefix="final", model_tests=False)
+            write_final_results(trainer, pl_module, seed=self.seed)  # <run_dir>/results.json: marks the run finished
 
     # --- evaluation ---------------------------------------------------------------------------------------------
     @torch.no_grad()
