@@ -1,6 +1,6 @@
 """DiamondAgent: the composite LightningModule that trains DIAMOND's three components (reference spec §9).
 
-It holds `denoiser` (DenoiserModule), `rew_end_model` (RewardEndModule) and `actor_critic` (ActorCriticModule), each
+It holds `denoiser` (DenoiserModule), `rew_end_model` (RewEndModule) and `actor_critic` (ActorCriticModule), each
 with its own AdamW, warm-up schedule and gradient clipping, and optimises them manually: the train iterable yields one
 batch per optimiser step tagged with the component it is for (`data/schedule.py`), and `training_step` dispatches it.
 The actor-critic's "batch" is a marker: its data is an imagined rollout through `WorldModelEnv`, built from the
@@ -27,9 +27,10 @@ from diamond_pl.envs.env_loop import TorchRealEnv
 from diamond_pl.envs.spec import EnvSpec
 from diamond_pl.envs.world_model_env import WorldModelEnv, WorldModelEnvConfig
 from diamond_pl.modules.actor_critic import ActorCriticLossConfig, ActorCriticModule, actor_critic_optim
+from diamond_pl.modules.component import COMPONENTS, Component
 from diamond_pl.modules.denoiser import DenoiserModule, denoiser_optim
 from diamond_pl.modules.optim import OptimConfig
-from diamond_pl.modules.reward_end import RewardEndModule, reward_end_optim
+from diamond_pl.modules.rew_end import RewEndModule, rew_end_optim
 from diamond_pl.nets.actor_critic_net import ActorCriticNetConfig
 from diamond_pl.nets.denoiser_net import DenoiserNetConfig
 from diamond_pl.nets.rew_end_net import RewEndNetConfig
@@ -37,7 +38,6 @@ from diamond_pl.perf import (
     FastPathConfig, applied_fast_paths, apply_fast_paths, as_fast_path_config, imagination_fns, release_host_memory,
 )
 
-COMPONENTS = ("denoiser", "rew_end_model", "actor_critic")  # training order within an epoch, and optimiser order
 
 
 def _with_env(cfg, env: EnvSpec, what: str):
@@ -64,7 +64,7 @@ class DiamondAgent(L.LightningModule):
         sampler: SamplerConfig = SamplerConfig(),
         denoiser_optim: OptimConfig = denoiser_optim(),
         rew_end_model: RewEndNetConfig = RewEndNetConfig(),
-        rew_end_model_optim: OptimConfig = reward_end_optim(),
+        rew_end_model_optim: OptimConfig = rew_end_optim(),
         actor_critic: ActorCriticNetConfig = ActorCriticNetConfig(),
         actor_critic_loss: ActorCriticLossConfig = ActorCriticLossConfig(),
         actor_critic_optim: OptimConfig = actor_critic_optim(),
@@ -91,7 +91,7 @@ class DiamondAgent(L.LightningModule):
             wm_metric_horizon: autoregressive steps of the world-model PSNR/SSIM test metric.
             model_free: train the actor-critic on `world_model_env.num_envs` real train envs instead of imagination,
                 without world-model training or data collection (spec §9.5; not a 100k-step setting).
-            fast: speed-ups that do not change results beyond float noise (perf.py, docs/performance.md):
+            fast: speed-ups that do not change results beyond float noise (diamond_pl/perf/, docs/performance.md):
                 compile, channels_last, CPU threads, TF32, fused AdamW, CUDA graphs / bf16 for imagination.
             game: checkpoints written before `env` existed name only their Atari game.
         """
@@ -104,7 +104,8 @@ class DiamondAgent(L.LightningModule):
         sampler, world_model_env = from_dict(SamplerConfig, sampler), from_dict(WorldModelEnvConfig, world_model_env)
         diffusion = from_dict(DiffusionConfig, diffusion)
         actor_critic_loss = from_dict(ActorCriticLossConfig, actor_critic_loss)
-        optims = {c: from_dict(OptimConfig, o) for c, o in zip(COMPONENTS, (denoiser_optim, rew_end_model_optim, actor_critic_optim))}
+        given_optims = (denoiser_optim, rew_end_model_optim, actor_critic_optim)
+        optims = {c: from_dict(OptimConfig, o) for c, o in zip(COMPONENTS, given_optims)}
         if actor_critic_loss.backup_every < 1 or world_model_env.horizon < 1:
             raise ValueError("actor_critic_loss.backup_every and world_model_env.horizon must be >= 1")
 
@@ -128,7 +129,7 @@ class DiamondAgent(L.LightningModule):
             }
         )
         self.denoiser = DenoiserModule(denoiser, sampler, optims["denoiser"], diffusion, wm_metric_horizon)
-        self.rew_end_model = RewardEndModule(rew_end_model, optims["rew_end_model"])
+        self.rew_end_model = RewEndModule(rew_end_model, optims["rew_end_model"])
         self.actor_critic = ActorCriticModule(actor_critic, actor_critic_loss, optims["actor_critic"])
         self.world_model_env_cfg = world_model_env
         self.model_free = model_free
@@ -149,8 +150,9 @@ class DiamondAgent(L.LightningModule):
         return self.env_spec.name
 
     @property
-    def components(self) -> dict[str, L.LightningModule]:
-        return {"denoiser": self.denoiser, "rew_end_model": self.rew_end_model, "actor_critic": self.actor_critic}
+    def components(self) -> dict[str, Component]:
+        """The three components by name, in training (and optimiser) order."""
+        return {name: getattr(self, name) for name in COMPONENTS}
 
     def setup(self, stage: str) -> None:
         # before configure_optimizers (fused AdamW) and before the strategy moves the model to its device
@@ -176,12 +178,9 @@ class DiamondAgent(L.LightningModule):
         module = self.components[component]
         if component != self._last_component:
             self._on_component_switch(component)
-        if component == "denoiser":
-            loss, metrics = module.loss(data)
-        elif component == "rew_end_model":
-            loss, metrics = module.loss(data, "train")
-        else:
-            loss, metrics = module.imagination_loss(self.imagination())
+        if data is None:  # the actor-critic's batch is not data but the env loop it acts in (imagination)
+            data = self.imagination()
+        loss, metrics = module.loss(data)
 
         opt, sched = self._optimizer_and_scheduler(component)
         lr = opt.param_groups[0]["lr"]  # the lr this step uses (0 at the very first step, as the reference)

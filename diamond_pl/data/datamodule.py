@@ -96,6 +96,21 @@ class ReplayDataModule(L.LightningDataModule):
             root = Path(self.static_dataset)
             self.train_store = EpisodeStore.import_directory(root / "train", "train_dataset")
             self.test_store = EpisodeStore.import_directory(root / "test", "test_dataset")
+            self._check_static_dataset()
+
+    def _check_static_dataset(self) -> None:
+        """The recorded data must fit the env the networks are built for: frame size and action count."""
+        spec, size = self.env_spec, self.env_spec.img_size
+        for store in (self.train_store, self.test_store):
+            if len(store) and tuple(store.frame_shape) != (3, size, size):
+                raise ValueError(f"--data.static_dataset {self.static_dataset}: {store.name} frames are "
+                                 f"{tuple(store.frame_shape)} but data.img_size is {size}; pass --data.img_size "
+                                 f"{store.frame_shape[-1]} (or re-import the data at {size})")
+            top = max((int(store.get(i).act.max(initial=0)) for i in range(len(store))), default=0)
+            if top >= spec.num_actions:
+                raise ValueError(f"--data.static_dataset {self.static_dataset}: {store.name} holds action {top} but "
+                                 f"{spec.name} has {spec.num_actions} actions; name the env the data comes from "
+                                 f"(--data.env_id / --data.game)")
 
     def _rank_and_world(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)

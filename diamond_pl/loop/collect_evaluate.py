@@ -26,8 +26,11 @@ from lightning.pytorch.callbacks import Callback
 
 from diamond_pl.data.collector import Collector, RandomPolicy
 from diamond_pl.data.episode import Episode
-from diamond_pl.loop.evaluation import imagined_vs_real, log_gif, side_by_side_gif, world_model_test_metrics
+from diamond_pl.loop.evaluation import imagined_vs_real, side_by_side, world_model_test_metrics
+from diamond_pl.loop.progress import announce
+from diamond_pl.loop.results import write_final_results
 from diamond_pl.modules.actor_critic import ActorCriticPolicy
+from diamond_pl.video import log_gif
 
 STATE_VERSION = 1
 
@@ -155,6 +158,7 @@ class CollectAndEvaluate(Callback):
     def _initial_collection(self, trainer: L.Trainer, pl_module) -> None:
         store = trainer.datamodule.train_store
         self._lengths_before = list(store.lengths)
+        announce(trainer, f"initial collection: {self.initial_steps_min:,}+ random-policy env steps")
         random_policy = RandomPolicy(pl_module.num_actions, seed=None if self.seed is None else self.seed + 2)
         self.collector.policy = random_policy  # zero-initialised actor = uniform; a random policy says so plainly
         self.collector.collect(num_steps=self.initial_steps_min)
@@ -181,6 +185,7 @@ class CollectAndEvaluate(Callback):
             return
         if broadcast:
             self._lengths_before = list(store.lengths)
+        announce(trainer, f"collecting {self.steps_per_epoch} env steps")
         episodes = self.collector.collect(num_steps=self.steps_per_epoch)
         if broadcast:
             self._send_data(trainer)
@@ -222,6 +227,7 @@ class CollectAndEvaluate(Callback):
             return
         if self.final_eval_episodes > 0 and trainer.current_epoch >= trainer.fit_loop.max_epochs:
             self.evaluate(trainer, pl_module, self.final_eval_episodes, prefix="final", model_tests=False)
+            write_final_results(trainer, pl_module, seed=self.seed)  # <run_dir>/results.json: marks the run finished
 
     # --- evaluation ---------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -230,6 +236,7 @@ class CollectAndEvaluate(Callback):
         dm = trainer.datamodule
         metrics: dict[str, float] = {}
         if not dm.is_static and num_episodes > 0:
+            announce(trainer, f"{'final ' if prefix == 'final' else ''}evaluation: {num_episodes} test episode(s)")
             dm.test_store.clear()
             num_envs = min(self.num_eval_envs, num_episodes)
             env = pl_module.env_spec.make(num_envs, train=False, noop_max=self.noop_max)
@@ -255,6 +262,7 @@ class CollectAndEvaluate(Callback):
             metrics.update({k: float(v) for k, v in world_model_test_metrics(pl_module, dm).items()})
             self._log_dream(trainer, pl_module, dm)
         self._log(trainer, metrics)
+        self.last_metrics = metrics  # for the end-of-fit summary line
         return metrics
 
     def _log_dream(self, trainer: L.Trainer, pl_module, dm) -> None:
@@ -267,7 +275,7 @@ class CollectAndEvaluate(Callback):
                 obs, act = batch.obs_float()[i].to(pl_module.device), batch.act[i].to(pl_module.device)
                 real, imagined = imagined_vs_real(pl_module, obs, act)
                 if trainer.logger is not None and trainer.global_rank == 0:
-                    log_gif(trainer.logger, "imagination/real_vs_imagined", side_by_side_gif(real, imagined), trainer.global_step)
+                    log_gif(trainer.logger, "imagination/real_vs_imagined", side_by_side(real, imagined), trainer.global_step)
                 return
 
     def _log(self, trainer: L.Trainer, metrics: dict) -> None:

@@ -11,12 +11,14 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Callable
-
-import torch
+from typing import TYPE_CHECKING, Callable
 
 from diamond_pl.games import UnknownGameError, validate_game
-from diamond_pl.tools.checkpoints import CheckpointError, load_agent
+
+if TYPE_CHECKING:
+    import torch
+# torch and the checkpoint loader are imported inside the functions that use them: `<tool> --help` and the parsers
+# must not wait seconds for torch (tests/test_cli.py checks sys.modules after --help)
 
 DEFAULT_GAME = "Breakout"  # what a config without `data.game` trains (ReplayDataModule's default)
 
@@ -38,15 +40,20 @@ def tool_parser(command: str, description: str, seeds: str, ckpt_required: bool 
 
 def run_tool(command: str, fn: Callable[[], object]) -> None:
     """Run a tool's body; user errors become one clear line on stderr and exit status 2."""
+    from diamond_pl.tools.checkpoints import CheckpointError
+    from diamond_pl.video import VideoFormatError
+
     try:
         fn()
-    except (ToolError, CheckpointError, UnknownGameError) as e:
+    except (ToolError, CheckpointError, UnknownGameError, VideoFormatError) as e:
         print(f"{command}: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
 def pick_device(name: str | None) -> torch.device:
     """`cpu`, `cuda`, `cuda:1`, or None/`auto` = the GPU when there is one."""
+    import torch
+
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -62,6 +69,8 @@ def load_tool_agent(ckpt_path: str | os.PathLike, device: torch.device, config: 
     """The agent of a diamond_pl checkpoint (or a reference DIAMOND .pt) in eval mode on `device`.
 
     With `config`, the YAML's game and action counts must agree with the checkpoint's."""
+    from diamond_pl.tools.checkpoints import load_agent
+
     path = Path(ckpt_path)
     if not path.exists():
         raise ToolError(f"--ckpt_path {path}: no such file (a diamond_pl .ckpt from `fit`/`import-diamond`, "
@@ -77,6 +86,8 @@ def check_config(config: str | os.PathLike, ckpt_env, ckpt_path: str | os.PathLi
     """Refuse a config whose env (game or env id, frame size) or action counts disagree with the checkpoint's agent
     (`ckpt_env`: its EnvSpec)."""
     import yaml
+
+    from diamond_pl.modules.component import COMPONENTS
 
     path = Path(config)
     if not path.is_file():
@@ -102,7 +113,7 @@ def check_config(config: str | os.PathLike, ckpt_env, ckpt_path: str | os.PathLi
     if size is not None and int(size) != ckpt_env.img_size:
         raise ToolError(f"config {path} sets data.img_size = {size} but checkpoint {ckpt_path} holds an agent for "
                         f"{ckpt_env.img_size}x{ckpt_env.img_size} frames")
-    for part in ("denoiser", "rew_end_model", "actor_critic"):
+    for part in COMPONENTS:
         n = (model.get(part) or {}).get("num_actions")
         if n is not None and int(n) != ckpt_env.num_actions:
             raise ToolError(

@@ -27,17 +27,16 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
-from diamond_pl.data.episode import EpisodeFileError
-from diamond_pl.data.frames import uint8_to_float
-from diamond_pl.data.store import EpisodeStore
-from diamond_pl.envs.base import PixelEnv
-from diamond_pl.modules.actor_critic import ActorCriticPolicy
+import numpy as np
+
 from diamond_pl.tools.common import ToolError, load_tool_agent, pick_device, run_tool, tool_parser
-from diamond_pl.tools.imagined_env import ImaginedEnv
-from diamond_pl.tools.video import check_mp4_support, compose, save_animation, save_strip, to_uint8
+
+if TYPE_CHECKING:
+    from diamond_pl.envs.base import PixelEnv
+    from diamond_pl.modules.actor_critic import ActorCriticPolicy
+# torch, the emulator and the networks are imported inside the functions that use them: `dream --help` stays fast
 
 COMMAND = "dream"
 DEFAULT_LIVE_START = 20
@@ -110,6 +109,10 @@ def parse_actions(text: str, meanings: list[str]) -> list[int]:
 
 def live_start(env: PixelEnv, actor: ActorCriticPolicy, n: int, start_step: int, seed: int | None) -> Start:
     """Play the policy for `start_step` steps; the env stays at that state for the replay."""
+    import torch
+
+    from diamond_pl.frames import uint8_to_float
+
     if start_step < n - 1:
         raise ToolError(f"--start-step must be >= {n - 1}: the world model needs {n} real frames of context")
     obs = env.reset(seed=seed)
@@ -128,6 +131,9 @@ def live_start(env: PixelEnv, actor: ActorCriticPolicy, n: int, start_step: int,
 
 
 def recorded_start(data_dir: Path, episode: int | None, start_step: int | None, horizon: int, n: int) -> Start:
+    from diamond_pl.data.episode import EpisodeFileError
+    from diamond_pl.data.store import EpisodeStore
+
     try:
         store = EpisodeStore.import_directory(data_dir, "dataset", read_only=True)
     except EpisodeFileError as e:
@@ -155,6 +161,13 @@ def recorded_start(data_dir: Path, episode: int | None, start_step: int | None, 
 
 
 def dream(args: argparse.Namespace) -> dict:
+    import torch
+
+    from diamond_pl.frames import uint8_to_float
+    from diamond_pl.modules.actor_critic import ActorCriticPolicy
+    from diamond_pl.tools.imagined_env import ImaginedEnv
+    from diamond_pl.video import check_mp4_support, compose, save_animation, save_strip, to_uint8
+
     if args.horizon < 1:
         raise ToolError(f"--horizon must be >= 1, got {args.horizon}")
     if args.scale < 1 or args.fps <= 0:
@@ -226,7 +239,7 @@ def dream(args: argparse.Namespace) -> dict:
         images.append(compose([s.obs, real_frame], [left, right], args.scale))
     save_animation(images, args.out, args.fps)
 
-    psnr = [_psnr(to_uint8(s.obs), f) for s, (f, _, over) in zip(imagined, real) if over < 2]
+    psnr = [psnr_uint8(to_uint8(s.obs), f) for s, (f, _, over) in zip(imagined, real) if over < 2]
     summary = {
         "game": agent.game,
         "start": start.description,
@@ -274,9 +287,12 @@ def _real_title(recorded: bool) -> str:
 
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two uint8 frames (inf when equal)."""
+    import torch
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
+    return float(peak_signal_noise_ratio(torch.from_numpy(a).double(), torch.from_numpy(b).double(), data_range=255.0))
 
 
 def _print_summary(s: dict) -> None:

@@ -17,10 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from diamond_pl.data.collector import Collector
-from diamond_pl.modules.actor_critic import ActorCriticPolicy
 from diamond_pl.atomic import atomic_write_bytes
 from diamond_pl.tools.common import ToolError, load_tool_agent, pick_device, run_tool, tool_parser
 
@@ -68,6 +65,11 @@ class _ScoreSink:
 def evaluate(agent, episodes: int, num_envs: int = 8, epsilon: float = 0.0, temperature: float | None = None,
              noop_max: int = 30, seed: int | None = None, on_episode=None) -> dict:
     """Play `episodes` full test games; returns the summary dict written by `--json`."""
+    import torch  # here, not at the top: `evaluate --help` must not wait for torch or the emulator
+
+    from diamond_pl.data.collector import Collector
+    from diamond_pl.modules.actor_critic import ActorCriticPolicy
+
     if episodes < 1:
         raise ToolError(f"--episodes must be >= 1, got {episodes}")
     if num_envs < 1:
