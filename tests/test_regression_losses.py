@@ -1,0 +1,114 @@
+"""Regression guards for the actor-critic loss and the reward/end model's end head (reference spec §6.2, §7.4).
+
+  - the actor-critic loss gradient equals the spec's, term by term, at a non-uniform policy (where the entropy term
+    has a gradient) with non-zero advantages: removing the value baseline or flipping the entropy sign fails here,
+    although the imagination learning test would still pass;
+  - the end head learns when episodes end (the reward learning test never trains or checks it).
+"""
+
+import numpy as np
+import torch
+
+from diamond_pl.data.batch import Batch
+from diamond_pl.modules.lambda_returns import actor_critic_loss
+from diamond_pl.modules.optim import OptimConfig, configure_adamw
+from diamond_pl.modules.reward_end import RewardEndModule
+from diamond_pl.nets.rew_end_net import RewEndNetConfig
+
+
+def test_actor_critic_loss_gradient_is_reinforce_with_baseline_value_mse_and_entropy_bonus():
+    """Spec §7.4 over B x T entries, entropy weight 0.001, value weight 1:
+    d/dlogits = [ (G - V) (pi - onehot(a)) + 0.001 pi (log pi + H) ] / (B T),  d/dV = 2 (V - G) / (B T)."""
+    g = torch.Generator().manual_seed(0)
+    b, t, a = 3, 5, 4
+    logits = (torch.randn(b, t, a, generator=g) * 2).requires_grad_()
+    values = torch.randn(b, t, generator=g).requires_grad_()
+    returns = torch.randn(b, t, generator=g) * 3
+    actions = torch.randint(a, (b, t), generator=g)
+    loss, metrics = actor_critic_loss(logits, values, actions, returns, entropy_weight=0.001, value_weight=1.0)
+    loss.backward()
+
+    with torch.no_grad():
+        log_pi = torch.log_softmax(logits, -1)
+        pi = log_pi.exp()
+        entropy = -(pi * log_pi).sum(-1, keepdim=True)
+        advantage = (returns - values)[..., None]
+        onehot = torch.nn.functional.one_hot(actions, a).float()
+        expected_logits_grad = (advantage * (pi - onehot) + 0.001 * pi * (log_pi + entropy)) / (b * t)
+        expected_values_grad = 2 * (values - returns) / (b * t)
+        assert (advantage.abs() > 0.1).any() and (entropy < np.log(a) - 0.1).any()  # the terms are not trivial
+    torch.testing.assert_close(logits.grad, expected_logits_grad, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(values.grad, expected_values_grad, rtol=1e-5, atol=1e-7)
+    # and the values of the pieces
+    with torch.no_grad():
+        lp_a = log_pi.gather(-1, actions[..., None])[..., 0]
+        torch.testing.assert_close(metrics["loss_actions"], -(lp_a * (returns - values)).mean())
+        torch.testing.assert_close(metrics["loss_entropy"], -0.001 * entropy.mean())
+        torch.testing.assert_close(metrics["loss_values"], ((values - returns) ** 2).mean())
+        torch.testing.assert_close(metrics["policy_entropy"], entropy.mean() / np.log(2))
+
+
+def test_actor_critic_loss_weights_scale_their_terms():
+    g = torch.Generator().manual_seed(1)
+    logits, values = torch.randn(2, 3, 4, generator=g), torch.randn(2, 3, generator=g)
+    returns, actions = torch.randn(2, 3, generator=g), torch.randint(4, (2, 3), generator=g)
+    _, m1 = actor_critic_loss(logits, values, actions, returns, entropy_weight=0.001, value_weight=1.0)
+    _, m2 = actor_critic_loss(logits, values, actions, returns, entropy_weight=0.01, value_weight=0.5)
+    torch.testing.assert_close(m2["loss_entropy"], 10 * m1["loss_entropy"])
+    torch.testing.assert_close(m2["loss_values"], 0.5 * m1["loss_values"])
+    torch.testing.assert_close(m2["loss_actions"], m1["loss_actions"])
+
+
+SIDE, T, END_ACTION = 16, 6, 3
+
+
+def episode_ends(rng: np.random.Generator, batch_size: int) -> Batch:
+    """Noise frames; taking action 3 ends the episode: that step has end = 1, the window is padding after it and the
+    episode's final frame is stored. No rewards. So `end` is a function of the action."""
+    batch = Batch.zeros(batch_size, T, (3, SIDE, SIDE))
+    batch.obs.numpy()[:] = rng.integers(0, 256, size=batch.obs.shape, dtype=np.uint8)
+    act = rng.integers(0, 4, size=(batch_size, T))
+    mask = np.ones((batch_size, T), bool)
+    end = np.zeros((batch_size, T), bool)
+    has_final = np.zeros(batch_size, bool)
+    for i in range(batch_size):
+        hits = np.flatnonzero(act[i, : T - 1] == END_ACTION)
+        if hits.size:
+            p = hits[0]
+            end[i, p], mask[i, p + 1 :], has_final[i] = True, False, True
+            act[i, p + 1 :] = 0
+            batch.obs.numpy()[i, p + 1 :] = 0
+    batch.act.numpy()[:] = act
+    batch.end.numpy()[:] = end
+    batch.mask_padding.numpy()[:] = mask
+    batch.final_obs.numpy()[:] = rng.integers(0, 256, size=batch.final_obs.shape, dtype=np.uint8)
+    batch.has_final_obs.numpy()[:] = has_final
+    return batch
+
+
+def test_reward_end_model_learns_when_episodes_end():
+    torch.manual_seed(0)
+    module = RewardEndModule(
+        RewEndNetConfig(num_actions=4, lstm_dim=32, cond_channels=16, depths=(1, 1), channels=(16, 16),
+                        attn_depths=(0, 0), img_size=SIDE)  # fmt: skip
+    )
+    rng = np.random.default_rng(0)
+    opt, sched = configure_adamw(module.net, OptimConfig(lr=2e-3, warmup_steps=10))
+    for _ in range(80):
+        loss, _ = module.loss(episode_ends(rng, 16), "train")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(module.net.parameters(), 100.0)
+        opt.step()
+        sched.step()
+    module.classification_metrics("train")
+    test_batch = episode_ends(np.random.default_rng(1), 64)
+    assert test_batch.end.any()
+    with torch.no_grad():
+        module.loss(test_batch, "test")
+    test = module.classification_metrics("test")
+    print("\nend classes (continue, end) recall:", [round(test[f"classification_metrics/end_recall_class_{k}"].item(), 3)
+                                                    for k in range(2)])  # fmt: skip
+    assert test["classification_metrics/end_recall_class_1"] > 0.9
+    assert test["classification_metrics/end_precision_class_1"] > 0.9
+    assert test["classification_metrics/end_recall_class_0"] > 0.9
