@@ -17,7 +17,7 @@ from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI
 
 from diamond_pl.agent import DiamondAgent
-from diamond_pl.data.datamodule import ReplayDataModule
+from diamond_pl.data.datamodule import ReplayDataModule, window_lengths
 from diamond_pl.games import validate_game
 from diamond_pl.loop.collect_evaluate import CollectAndEvaluate
 
@@ -42,6 +42,29 @@ def check_checkpoint(path: str | Path) -> None:
     if missing:
         raise CheckpointError(f"checkpoint {path} is not a full training checkpoint (no {sorted(missing)}); "
                               f"weight-only snapshots cannot resume a run")
+
+
+def resolve_window_lengths(cfg: Namespace) -> None:
+    """`data.rew_end_seq_len` must be `model.world_model_env.horizon` + n and `data.denoiser_seq_len` more than n
+    (n = `model.denoiser.num_steps_conditioning`): null derives them (n + 2, horizon + n), a value that disagrees is
+    an error, so changing the horizon or n cannot silently leave the reward/end windows at 19."""
+    n, horizon = cfg.model.denoiser.num_steps_conditioning, cfg.model.world_model_env.horizon
+    denoiser_len, rew_end_len = window_lengths(n, horizon)
+    if cfg.data.rew_end_seq_len is None:
+        cfg.data.rew_end_seq_len = rew_end_len
+    elif cfg.data.rew_end_seq_len != rew_end_len:
+        raise ValueError(
+            f"data.rew_end_seq_len ({cfg.data.rew_end_seq_len}) must be model.world_model_env.horizon ({horizon}) + "
+            f"model.denoiser.num_steps_conditioning ({n}) = {rew_end_len}: set it to {rew_end_len} or null (derived)"
+        )
+    if cfg.data.denoiser_seq_len is None:
+        cfg.data.denoiser_seq_len = denoiser_len
+    elif cfg.data.denoiser_seq_len <= n:
+        raise ValueError(
+            f"data.denoiser_seq_len ({cfg.data.denoiser_seq_len}) must exceed model.denoiser.num_steps_conditioning "
+            f"({n}): n context frames + 1 target + autoregressive steps (paper: {n} + 1 + 1 = {denoiser_len}); "
+            f"null derives {denoiser_len}"
+        )
 
 
 class DiamondCLI(LightningCLI):
@@ -70,7 +93,8 @@ class DiamondCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         """Paths left null follow the game: run folder lightning_logs/<game>, checkpoints in <run folder>/checkpoints,
         TensorBoard logs under lightning_logs/<game>/version_0 (so `--data.game Pong` alone starts a separate run)."""
-        cfg = self.config[self.subcommand]
+        cfg = self.config[self.subcommand] if self.subcommand else self.config  # run=False: no subcommand
+        resolve_window_lengths(cfg)
         game = validate_game(cfg.data.game)
         if cfg.data.run_dir is None:
             cfg.data.run_dir = f"lightning_logs/{game.lower()}"
