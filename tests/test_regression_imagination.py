@@ -38,14 +38,15 @@ def memory_net() -> ActorCriticNet:
 class ScriptedEnv:
     """A TorchEnv whose frames and done flags are fixed in advance; burn-in frames are leaves that require grad."""
 
-    def __init__(self, end: torch.Tensor, trunc: torch.Tensor, with_burnin: bool = True, seed: int = 0) -> None:
+    def __init__(self, end: torch.Tensor, trunc: torch.Tensor, with_burnin: bool = True, seed: int = 0,
+                 burnin_len: int = 3) -> None:
         g = torch.Generator().manual_seed(seed)
         steps = end.shape[0]
         self.end, self.trunc = end, trunc
         self.obs = torch.rand(steps + 1, N_ENVS, 3, SIZE, SIZE, generator=g) * 2 - 1
         self.final = torch.rand(steps, N_ENVS, 3, SIZE, SIZE, generator=g) * 2 - 1
         self.rew = torch.randint(-1, 2, (steps, N_ENVS), generator=g).float()
-        self.burnin = [(torch.rand(N_ENVS, 3, 3, SIZE, SIZE, generator=g) * 2 - 1).requires_grad_() if with_burnin
+        self.burnin = [(torch.rand(N_ENVS, burnin_len, 3, SIZE, SIZE, generator=g) * 2 - 1).requires_grad_() if with_burnin
                        else None for _ in range(steps)]  # fmt: skip
         self.t = 0
 
@@ -123,13 +124,14 @@ def grads(net, burnin):
     return out
 
 
-@pytest.mark.parametrize("with_burnin", [True, False], ids=["imagination", "real_env"])
-def test_env_loop_rollout_and_gradients_follow_the_spec(with_burnin):
+@pytest.mark.parametrize("with_burnin, burnin_len", [(True, 3), (True, 2), (False, 0)],
+                         ids=["imagination", "imagination_n3", "real_env"])  # fmt: skip
+def test_env_loop_rollout_and_gradients_follow_the_spec(with_burnin, burnin_len):
     chunks = [K, 4]
     end, trunc = done_script(sum(chunks))
 
     net = memory_net()
-    env = ScriptedEnv(end, trunc, with_burnin)
+    env = ScriptedEnv(end, trunc, with_burnin, burnin_len=burnin_len)
     loop = EnvLoop(env, net, generator=torch.Generator().manual_seed(0))
     rollouts = [loop.rollout(k) for k in chunks]
     torch.testing.assert_close(rollouts[0].end, end[:K].T)
@@ -141,7 +143,7 @@ def test_env_loop_rollout_and_gradients_follow_the_spec(with_burnin):
     actual_grads = grads(net, env.burnin)
 
     ref_net = memory_net()
-    ref_env = ScriptedEnv(end, trunc, with_burnin)
+    ref_env = ScriptedEnv(end, trunc, with_burnin, burnin_len=burnin_len)
     expected = spec_rollouts(ref_net, ref_env, chunks)
     ref_loss = sum(weighted_sum(lg, v, i) for i, (lg, v, _) in enumerate(expected))
     ref_loss.backward()
@@ -251,8 +253,9 @@ def test_world_model_env_reset_context_conditioning_and_reward_state(tmp_path):
     sampler = SegmentSampler(flat_store(tmp_path), batch_size=N_ENVS, seq_len=4, seed=1)
     cfg = WorldModelEnvConfig(num_envs=N_ENVS, horizon=3, num_batches_to_preload=6)
     env = WorldModelEnv(rec.next_obs, rec.rew_end, sampler.sample, cfg, generator=torch.Generator().manual_seed(0))
-    env.reset()
+    first = env.reset()
     prev = {i: [frame_value(f) for f in env.obs_buffer[i]] for i in range(N_ENVS)}  # the 4 context frames
+    assert [frame_value(f) for f in first] == [prev[i][-1] for i in range(N_ENVS)]  # the context's last frame
     checked_resets = 0
     for step in range(7):
         act = torch.tensor([(step + i) % A for i in range(N_ENVS)])
@@ -305,3 +308,85 @@ def test_world_model_env_passes_past_actions_to_the_next_frame_model(tmp_path):
     first, second = rec.next_obs_calls
     assert torch.equal(first[1], torch.cat((ctx_act[:, :3], a1[:, None]), 1))
     assert torch.equal(second[1], torch.cat((ctx_act[:, 1:3], a1[:, None], a2[:, None]), 1))
+
+
+def test_policy_step_defaults_and_epsilon_are_the_spec_ones():
+    """Imagination acts with temperature 1 and epsilon 0 (§7.2); with epsilon, one coin per step decides for the
+    whole batch whether every action is replaced by a uniform one (§13 item 14); a generator makes it reproducible."""
+    from diamond_pl.envs.env_loop import policy_step
+    from diamond_pl.nets.actor_critic_net import sample_actions
+
+    net = memory_net()
+    loop = EnvLoop(ScriptedEnv(*done_script()), net)
+    assert (loop.temperature, loop.epsilon) == (1.0, 0.0)
+    obs = torch.rand(64, 3, SIZE, SIZE) * 2 - 1
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    act, logits, value, _ = policy_step(net, obs, None, generator=g1)
+    assert torch.equal(act, sample_actions(logits, 1.0, g2))  # default: temperature 1, no epsilon draw
+    assert torch.equal(g1.get_state(), g2.get_state())
+    again = policy_step(net, obs, None, generator=torch.Generator().manual_seed(3))[0]
+    assert torch.equal(again, act)
+
+    with torch.no_grad():  # a policy that always picks action 0
+        net.actor_linear.weight.zero_()
+        net.actor_linear.bias.copy_(torch.tensor([50.0] + [0.0] * (A - 1)))
+    g = torch.Generator().manual_seed(0)
+    randomised, seen = 0, torch.zeros(A)
+    for _ in range(200):
+        act = policy_step(net, obs, None, epsilon=0.3, generator=g)[0]
+        if (act != 0).any():  # a coin hit: the whole batch is uniform (64 envs: never all 0 by chance)
+            randomised += 1
+            seen += torch.bincount(act, minlength=A)
+    assert 40 <= randomised <= 80  # ~ 0.3 x 200
+    assert (seen / seen.sum() - 1 / A).abs().max() < 0.03  # uniform over every action, 0 included
+    all_random = [policy_step(net, obs, None, epsilon=1.0, generator=g)[0] for _ in range(5)]
+    assert all((a != 0).any() for a in all_random)
+
+
+def test_imagined_reward_and_end_are_sampled_from_the_model_reproducibly(tmp_path):
+    """§6.3: reward = sampled class - 1, end sampled, from the env's generator (a seeded run is repeatable)."""
+    p_rew, p_end = torch.tensor([0.5, 0.2, 0.3]), 0.25
+
+    def rew_end(obs, act, next_obs, hx_cx):
+        n, t = act.shape
+        h = torch.zeros(1, n, 2)
+        return p_rew.log().expand(n, t, 3), torch.tensor([1 - p_end, p_end]).log().expand(n, t, 2), (h, h.clone())
+
+    def run(seed):
+        sampler = SegmentSampler(flat_store(tmp_path), batch_size=64, seq_len=4, seed=0)
+        cfg = WorldModelEnvConfig(num_envs=64, horizon=100, num_batches_to_preload=40)
+        env = WorldModelEnv(Recorder().next_obs, rew_end, sampler.sample, cfg,
+                            generator=torch.Generator().manual_seed(seed))  # fmt: skip
+        env.reset()
+        outs = [env.step(torch.zeros(64, dtype=torch.long)) for _ in range(20)]
+        return torch.stack([o.rew for o in outs]), torch.stack([o.end for o in outs])
+
+    rew, end = run(0)
+    rew2, end2 = run(0)
+    assert torch.equal(rew, rew2) and torch.equal(end, end2)
+    assert not torch.equal(rew, run(1)[0])
+    freq = torch.stack([(rew == v).float().mean() for v in (-1.0, 0.0, 1.0)])
+    torch.testing.assert_close(freq, p_rew, atol=0.03, rtol=0)
+    assert end.float().mean().item() == pytest.approx(p_end, abs=0.03)
+
+
+def test_contexts_are_never_reused(tmp_path):
+    """Every reset takes a context not used before (§8: when fewer remain than a chunk may need, new ones are
+    preloaded): with horizon 1 every env restarts at every step, the worst case."""
+    rec = Recorder()
+    sampler = SegmentSampler(flat_store(tmp_path), batch_size=2, seq_len=4, seed=0)
+    cfg = WorldModelEnvConfig(num_envs=2, horizon=1, num_batches_to_preload=4)
+    env = WorldModelEnv(rec.next_obs, rec.rew_end, sampler.sample, cfg, generator=torch.Generator().manual_seed(0))
+    loop = EnvLoop(env, memory_net(), generator=torch.Generator().manual_seed(0))
+    used = []
+    for k in (3, 2, 3, 1, 3):
+        env.ensure_contexts(k)  # as the agent does before each chunk
+        if loop.obs is None:
+            loop.reset()
+            used += env.hx_cx[0][0, :, 0].tolist()
+        for _ in range(k):
+            loop.env.step(torch.zeros(2, dtype=torch.long))
+            used += env.hx_cx[0][0, :, 0].tolist()
+    burnt_in = [i for i in used if rec.history[i][0] is None]
+    assert len(burnt_in) == len(used)  # every state after a step is a fresh context's (horizon 1)
+    assert len(set(used)) == len(used), "a context was handed out twice"
