@@ -26,9 +26,9 @@ from lightning.pytorch.callbacks import Callback
 
 from diamond_pl.data.collector import Collector, RandomPolicy
 from diamond_pl.data.episode import Episode
-from diamond_pl.envs.atari import AtariEnv
-from diamond_pl.games import human_normalised_score
+from diamond_pl.loop.progress import announce
 from diamond_pl.loop.evaluation import imagined_vs_real, log_gif, side_by_side_gif, world_model_test_metrics
+from diamond_pl.loop.results import write_final_results
 from diamond_pl.modules.actor_critic import ActorCriticPolicy
 
 STATE_VERSION = 1
@@ -128,7 +128,7 @@ class CollectAndEvaluate(Callback):
             return
         if dm.is_static or pl_module.model_free:
             return
-        env = AtariEnv(pl_module.game, num_envs=1, done_on_life_loss=True, noop_max=self.noop_max)
+        env = pl_module.env_spec.make(1, train=True, noop_max=self.noop_max)
         self.policy = ActorCriticPolicy(pl_module.actor_critic.net, pl_module.actor_critic.loss_cfg.temperature)
         self.collector = Collector(env, dm.train_store, self.policy, self.epsilon, reset_every_collect=False, seed=self.seed)
 
@@ -157,6 +157,7 @@ class CollectAndEvaluate(Callback):
     def _initial_collection(self, trainer: L.Trainer, pl_module) -> None:
         store = trainer.datamodule.train_store
         self._lengths_before = list(store.lengths)
+        announce(trainer, f"initial collection: {self.initial_steps_min:,}+ random-policy env steps")
         random_policy = RandomPolicy(pl_module.num_actions, seed=None if self.seed is None else self.seed + 2)
         self.collector.policy = random_policy  # zero-initialised actor = uniform; a random policy says so plainly
         self.collector.collect(num_steps=self.initial_steps_min)
@@ -183,6 +184,7 @@ class CollectAndEvaluate(Callback):
             return
         if broadcast:
             self._lengths_before = list(store.lengths)
+        announce(trainer, f"collecting {self.steps_per_epoch} env steps")
         episodes = self.collector.collect(num_steps=self.steps_per_epoch)
         if broadcast:
             self._send_data(trainer)
@@ -224,6 +226,7 @@ class CollectAndEvaluate(Callback):
             return
         if self.final_eval_episodes > 0 and trainer.current_epoch >= trainer.fit_loop.max_epochs:
             self.evaluate(trainer, pl_module, self.final_eval_episodes, prefix="final", model_tests=False)
+            write_final_results(trainer, pl_module, seed=self.seed)  # <run_dir>/results.json: marks the run finished
 
     # --- evaluation ---------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -232,9 +235,10 @@ class CollectAndEvaluate(Callback):
         dm = trainer.datamodule
         metrics: dict[str, float] = {}
         if not dm.is_static and num_episodes > 0:
+            announce(trainer, f"{'final ' if prefix == 'final' else ''}evaluation: {num_episodes} test episode(s)")
             dm.test_store.clear()
             num_envs = min(self.num_eval_envs, num_episodes)
-            env = AtariEnv(pl_module.game, num_envs=num_envs, done_on_life_loss=False, noop_max=self.noop_max)
+            env = pl_module.env_spec.make(num_envs, train=False, noop_max=self.noop_max)
             try:
                 policy = ActorCriticPolicy(pl_module.actor_critic.net, pl_module.actor_critic.loss_cfg.temperature)
                 collector = Collector(env, dm.test_store, policy, 0.0, reset_every_collect=True,
@@ -249,12 +253,15 @@ class CollectAndEvaluate(Callback):
                 f"{prefix}/return_min": float(returns.min()),
                 f"{prefix}/return_max": float(returns.max()),
                 f"{prefix}/length_mean": float(np.mean([e["length"] for e in episodes])),
-                f"{prefix}/human_normalised_score": human_normalised_score(pl_module.game, float(returns.mean())),
             })  # fmt: skip
+            hns = pl_module.env_spec.normalised_score(float(returns.mean()))
+            if hns is not None:  # Atari only: other envs have no human reference score
+                metrics[f"{prefix}/human_normalised_score"] = hns
         if model_tests and not pl_module.model_free and len(dm.test_store) > 0:
             metrics.update({k: float(v) for k, v in world_model_test_metrics(pl_module, dm).items()})
             self._log_dream(trainer, pl_module, dm)
         self._log(trainer, metrics)
+        self.last_metrics = metrics  # for the end-of-fit summary line
         return metrics
 
     def _log_dream(self, trainer: L.Trainer, pl_module, dm) -> None:
