@@ -185,7 +185,7 @@ class DiamondCLI(LightningCLI):
         return None if seed is None else int(seed)
 
     def after_instantiate_classes(self) -> None:
-        cfg = self.config[self.subcommand]
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
         for section in getattr(self, "_seed_followers", ()):
             cfg[section].seed = None
         if hasattr(self, "run_seed"):

@@ -13,7 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from diamond_pl.diffusion import edm
+from diamond_pl.modules import denoiser as denoiser_module
+from diamond_pl.modules.denoiser import denoiser_loss
 from diamond_pl.diffusion.edm import Denoiser, add_training_noise, conditioners, sample_training_sigma
 from diamond_pl.diffusion.sampler import DiffusionSampler, SamplerConfig, karras_sigmas, sample_next_obs
 from diamond_pl.nets.denoiser_net import DenoiserNet, DenoiserNetConfig
@@ -85,7 +86,7 @@ def test_training_noise_has_std_sigma_per_pixel_and_offset_per_channel():
 
 
 def test_training_loss_is_the_spec_two_step_loss(monkeypatch):
-    """compute_loss on a 6-frame window equals the spec's two iterations, recomputed here from the sigmas and noisy
+    """The denoiser loss on a 6-frame window equals the spec's two iterations, recomputed here from the sigmas and noisy
     frames it drew; the second iteration conditions on the first one's quantised D (not the real frame, not the
     unquantised D)."""
     sd, offset = 0.6, 0.2  # not the defaults: the denoiser's own values must be used throughout
@@ -95,7 +96,7 @@ def test_training_loss_is_the_spec_two_step_loss(monkeypatch):
     mask[1, 5] = False  # the second target of window 1 is padding
     obs[1, 5] = 0.0
     drawn, noisy = [], []
-    real_sigma, real_noise = edm.sample_training_sigma, edm.add_training_noise
+    real_sigma, real_noise = sample_training_sigma, add_training_noise
 
     def record_sigma(*args, **kwargs):
         drawn.append(real_sigma(*args, **kwargs))
@@ -106,9 +107,9 @@ def test_training_loss_is_the_spec_two_step_loss(monkeypatch):
         noisy.append(real_noise(x, sigma, off, generator))
         return noisy[-1]
 
-    monkeypatch.setattr(edm, "sample_training_sigma", record_sigma)
-    monkeypatch.setattr(edm, "add_training_noise", record_noise)
-    loss, metrics = den.compute_loss(obs, act, mask, generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(denoiser_module, "sample_training_sigma", record_sigma)
+    monkeypatch.setattr(denoiser_module, "add_training_noise", record_noise)
+    loss, metrics = denoiser_loss(den, obs, act, mask, generator=torch.Generator().manual_seed(0))
     assert len(drawn) == len(noisy) == 2
     assert all(((s >= 0.05) & (s <= 3.0)).all() for s in drawn)
 

@@ -51,7 +51,7 @@ def run_initial_collection(tmp_path, rewards: dict[int, float]):
     cb.collector = ScriptedCollector(store, rewards)
     cb.policy = Policy()
     trainer = SimpleNamespace(datamodule=SimpleNamespace(train_store=store), logger=None, global_rank=0,
-                              world_size=1, global_step=0)  # fmt: skip
+                              world_size=1, global_step=0, progress_bar_callback=None)  # fmt: skip
     cb._initial_collection(trainer, SimpleNamespace(num_actions=4))
     return cb, store
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from diamond_pl.data.batch import Batch
-from diamond_pl.modules.lambda_returns import actor_critic_loss
+from diamond_pl.modules.actor_critic import actor_critic_loss
 from diamond_pl.modules.optim import OptimConfig, configure_adamw
 from diamond_pl.modules.reward_end import RewardEndModule
 from diamond_pl.nets.rew_end_net import RewEndNetConfig
