@@ -112,3 +112,51 @@ def test_reward_end_model_learns_when_episodes_end():
     assert test["classification_metrics/end_recall_class_1"] > 0.9
     assert test["classification_metrics/end_precision_class_1"] > 0.9
     assert test["classification_metrics/end_recall_class_0"] > 0.9
+
+
+def test_actor_critic_module_loss_uses_its_own_gamma_lambda_and_weights():
+    """One update's loss = spec §7.3 lambda returns with the configured gamma and lambda on a rollout of
+    backup_every steps, then §7.4 with the configured weights (values unlike the defaults, so a swapped or dropped
+    argument shows)."""
+    from test_regression_imagination import ScriptedEnv, done_script, memory_net
+
+    from diamond_pl.envs.env_loop import EnvLoop
+    from diamond_pl.modules.actor_critic import ActorCriticLossConfig, ActorCriticModule
+    from diamond_pl.modules.lambda_returns import lambda_returns
+    from diamond_pl.nets.actor_critic_net import ActorCriticNetConfig
+
+    cfg = ActorCriticLossConfig(gamma=0.9, lambda_=0.7, entropy_weight=0.05, value_weight=0.5, backup_every=5)
+    module = ActorCriticModule(ActorCriticNetConfig(num_actions=3, lstm_dim=8, channels=(4, 4, 4, 4), img_size=16), cfg)
+    module.net.load_state_dict(memory_net().state_dict())
+    end, trunc = done_script()
+    loss, metrics = module.loss(module.make_env_loop(ScriptedEnv(end, trunc), generator=torch.Generator().manual_seed(0)))
+
+    ref = EnvLoop(ScriptedEnv(end, trunc), memory_net(), generator=torch.Generator().manual_seed(0)).rollout(5)
+    returns = lambda_returns(ref.rew, ref.end, ref.trunc, ref.value_bootstrap, 0.9, 0.7)
+    expected, _ = actor_critic_loss(ref.logits, ref.value, ref.act, returns, entropy_weight=0.05, value_weight=0.5)
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    other = lambda_returns(ref.rew, ref.end, ref.trunc, ref.value_bootstrap, 0.7, 0.95)
+    assert not torch.allclose(other, returns)  # (the check can tell gamma from lambda)
+
+
+def test_collection_policy_resets_only_the_envs_that_ended():
+    """§7.5: the LSTM state is zeroed for envs whose episode ended (every life loss in the train env), h and c
+    alike; the others keep theirs."""
+    from test_regression_imagination import memory_net
+
+    from diamond_pl.modules.actor_critic import ActorCriticPolicy
+
+    policy = ActorCriticPolicy(memory_net())
+    policy.act(np.random.default_rng(0).integers(0, 256, (3, 3, 16, 16), dtype=np.uint8))
+    h, c = (t.clone() for t in policy.hx_cx)
+    assert (h != 0).all() and (c != 0).all() and not torch.equal(h, c)
+    policy.reset(np.array([False, True, False]))
+    assert torch.equal(policy.hx_cx[0][[0, 2]], h[[0, 2]]) and torch.equal(policy.hx_cx[1][[0, 2]], c[[0, 2]])
+    assert (policy.hx_cx[0][1] == 0).all() and (policy.hx_cx[1][1] == 0).all()
+    # the probabilities shown by the interactive tools: softmax(logits / temperature)
+    policy.reset()
+    policy.temperature = 0.5
+    _, probs, _ = policy.act_on_frame(torch.zeros(3, 16, 16))
+    with torch.no_grad():
+        logits = policy.net(torch.zeros(1, 3, 16, 16))[0][0]
+    torch.testing.assert_close(probs, torch.softmax(logits / 0.5, -1))
