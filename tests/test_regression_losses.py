@@ -7,6 +7,7 @@
 """
 
 import numpy as np
+import pytest
 import torch
 
 from diamond_pl.data.batch import Batch
@@ -160,3 +161,19 @@ def test_collection_policy_resets_only_the_envs_that_ended():
     with torch.no_grad():
         logits = policy.net(torch.zeros(1, 3, 16, 16))[0][0]
     torch.testing.assert_close(probs, torch.softmax(logits / 0.5, -1))
+
+
+def test_per_class_metrics_from_a_known_confusion_matrix():
+    """§6.2 / §12: rows = true class, columns = predicted; precision_k = C[k,k] / column sum, recall_k = C[k,k] / row
+    sum, F1 = 2 P R / (P + R), 0 where undefined."""
+    from diamond_pl.modules.reward_end import per_class_metrics
+
+    c = torch.tensor([[5, 1, 0], [2, 6, 2], [0, 1, 0]])
+    m = per_class_metrics(c, "rew")
+    precision, recall = [5 / 7, 6 / 8, 0.0], [5 / 6, 6 / 10, 0.0]
+    for k in range(3):
+        p, r = precision[k], recall[k]
+        f1 = 2 * p * r / (p + r) if p + r else 0.0
+        assert m[f"rew_precision_class_{k}"].item() == pytest.approx(p)
+        assert m[f"rew_recall_class_{k}"].item() == pytest.approx(r)
+        assert m[f"rew_f1_score_class_{k}"].item() == pytest.approx(f1)
