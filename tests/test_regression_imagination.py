@@ -390,3 +390,21 @@ def test_contexts_are_never_reused(tmp_path):
     burnt_in = [i for i in used if rec.history[i][0] is None]
     assert len(burnt_in) == len(used)  # every state after a step is a fresh context's (horizon 1)
     assert len(set(used)) == len(used), "a context was handed out twice"
+
+
+def test_a_seeded_generator_makes_acting_repeatable_whatever_the_global_rng():
+    from diamond_pl.envs.env_loop import policy_step
+
+    net, obs = memory_net(), torch.rand(16, 3, SIZE, SIZE) * 2 - 1
+
+    def acts(seed, global_seed):
+        torch.manual_seed(global_seed)  # a different global RNG state must not matter
+        g = torch.Generator().manual_seed(seed)
+        eps = [policy_step(net, obs, None, epsilon=0.5, generator=g)[0] for _ in range(6)]
+        loop = EnvLoop(ScriptedEnv(*done_script()), net, generator=torch.Generator().manual_seed(seed))
+        return torch.stack(eps), loop.rollout(K).act
+
+    a, b = acts(0, 1), acts(0, 2)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    c = acts(1, 1)
+    assert not torch.equal(a[0], c[0]) and not torch.equal(a[1], c[1])
