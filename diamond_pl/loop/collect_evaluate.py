@@ -26,10 +26,11 @@ from lightning.pytorch.callbacks import Callback
 
 from diamond_pl.data.collector import Collector, RandomPolicy
 from diamond_pl.data.episode import Episode
+from diamond_pl.loop.evaluation import imagined_vs_real, side_by_side, world_model_test_metrics
 from diamond_pl.loop.progress import announce
-from diamond_pl.loop.evaluation import imagined_vs_real, log_gif, side_by_side_gif, world_model_test_metrics
 from diamond_pl.loop.results import write_final_results
 from diamond_pl.modules.actor_critic import ActorCriticPolicy
+from diamond_pl.video import log_gif
 
 STATE_VERSION = 1
 
@@ -274,7 +275,7 @@ class CollectAndEvaluate(Callback):
                 obs, act = batch.obs_float()[i].to(pl_module.device), batch.act[i].to(pl_module.device)
                 real, imagined = imagined_vs_real(pl_module, obs, act)
                 if trainer.logger is not None and trainer.global_rank == 0:
-                    log_gif(trainer.logger, "imagination/real_vs_imagined", side_by_side_gif(real, imagined), trainer.global_step)
+                    log_gif(trainer.logger, "imagination/real_vs_imagined", side_by_side(real, imagined), trainer.global_step)
                 return
 
     def _log(self, trainer: L.Trainer, metrics: dict) -> None:

@@ -41,10 +41,11 @@ def tool_parser(command: str, description: str, seeds: str, ckpt_required: bool 
 def run_tool(command: str, fn: Callable[[], object]) -> None:
     """Run a tool's body; user errors become one clear line on stderr and exit status 2."""
     from diamond_pl.tools.checkpoints import CheckpointError
+    from diamond_pl.video import VideoFormatError
 
     try:
         fn()
-    except (ToolError, CheckpointError, UnknownGameError) as e:
+    except (ToolError, CheckpointError, UnknownGameError, VideoFormatError) as e:
         print(f"{command}: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
 
