@@ -13,7 +13,7 @@ import torch
 from diamond_pl.data.batch import Batch
 from diamond_pl.modules.actor_critic import actor_critic_loss
 from diamond_pl.modules.optim import OptimConfig, configure_adamw
-from diamond_pl.modules.reward_end import RewardEndModule
+from diamond_pl.modules.rew_end import RewEndModule
 from diamond_pl.nets.rew_end_net import RewEndNetConfig
 
 
@@ -89,7 +89,7 @@ def episode_ends(rng: np.random.Generator, batch_size: int) -> Batch:
 
 def test_reward_end_model_learns_when_episodes_end():
     torch.manual_seed(0)
-    module = RewardEndModule(
+    module = RewEndModule(
         RewEndNetConfig(num_actions=4, lstm_dim=32, cond_channels=16, depths=(1, 1), channels=(16, 16),
                         attn_depths=(0, 0), img_size=SIDE)  # fmt: skip
     )
@@ -164,16 +164,20 @@ def test_collection_policy_resets_only_the_envs_that_ended():
 
 
 def test_per_class_metrics_from_a_known_confusion_matrix():
-    """§6.2 / §12: rows = true class, columns = predicted; precision_k = C[k,k] / column sum, recall_k = C[k,k] / row
-    sum, F1 = 2 P R / (P + R), 0 where undefined."""
-    from diamond_pl.modules.reward_end import per_class_metrics
+    """§6.2 / §12: precision_k = TP_k / predicted k, recall_k = TP_k / true k, F1 = 2 P R / (P + R), 0 where
+    undefined; padded transitions (target IGNORE) are left out."""
+    from diamond_pl.modules.rew_end import IGNORE, per_class_metrics
 
-    c = torch.tensor([[5, 1, 0], [2, 6, 2], [0, 1, 0]])
-    m = per_class_metrics(c, "rew")
+    confusion = [[5, 1, 0], [2, 6, 2], [0, 1, 0]]  # rows: true class, columns: predicted
+    target = torch.tensor([t for t in range(3) for p in range(3) for _ in range(confusion[t][p])] + [IGNORE] * 4)
+    pred = torch.tensor([p for t in range(3) for p in range(3) for _ in range(confusion[t][p])] + [2] * 4)
+    m = per_class_metrics(3)
+    m.update(pred, target)
+    out = m.compute()
     precision, recall = [5 / 7, 6 / 8, 0.0], [5 / 6, 6 / 10, 0.0]
     for k in range(3):
         p, r = precision[k], recall[k]
         f1 = 2 * p * r / (p + r) if p + r else 0.0
-        assert m[f"rew_precision_class_{k}"].item() == pytest.approx(p)
-        assert m[f"rew_recall_class_{k}"].item() == pytest.approx(r)
-        assert m[f"rew_f1_score_class_{k}"].item() == pytest.approx(f1)
+        assert out["precision"][k].item() == pytest.approx(p)
+        assert out["recall"][k].item() == pytest.approx(r)
+        assert out["f1_score"][k].item() == pytest.approx(f1)

@@ -184,9 +184,9 @@ def test_component_optimiser_factories_are_the_reference_values():
     """The factories themselves (the agent's defaults are computed from them once, at import)."""
     from diamond_pl.modules.actor_critic import actor_critic_optim
     from diamond_pl.modules.denoiser import denoiser_optim
-    from diamond_pl.modules.reward_end import reward_end_optim
+    from diamond_pl.modules.rew_end import rew_end_optim
 
-    for factory, component in ((denoiser_optim, "denoiser"), (reward_end_optim, "rew_end_model"),
+    for factory, component in ((denoiser_optim, "denoiser"), (rew_end_optim, "rew_end_model"),
                                (actor_critic_optim, "actor_critic")):  # fmt: skip
         wd, clip = SPEC[component]
         assert factory() == OptimConfig(lr=LR, eps=EPS, weight_decay=wd, warmup_steps=WARMUP, max_grad_norm=clip)
