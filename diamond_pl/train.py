@@ -23,7 +23,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from diamond_pl import quiet
 from diamond_pl.agent import DiamondAgent
-from diamond_pl.data.datamodule import ReplayDataModule
+from diamond_pl.data.datamodule import ReplayDataModule, window_lengths
 from diamond_pl.envs.spec import EnvSpec
 from diamond_pl.loop.collect_evaluate import CollectAndEvaluate
 from diamond_pl.loop.progress import ComponentSummary, DiamondProgressBar, fit_summary, startup_warning
@@ -49,6 +49,29 @@ def check_checkpoint(path: str | Path) -> None:
     if missing:
         raise CheckpointError(f"checkpoint {path} is not a full training checkpoint (no {sorted(missing)}); "
                               f"weight-only snapshots cannot resume a run")
+
+
+def resolve_window_lengths(cfg: Namespace) -> None:
+    """`data.rew_end_seq_len` must be `model.world_model_env.horizon` + n and `data.denoiser_seq_len` more than n
+    (n = `model.denoiser.num_steps_conditioning`): null derives them (n + 2, horizon + n), a value that disagrees is
+    an error, so changing the horizon or n cannot silently leave the reward/end windows at 19."""
+    n, horizon = cfg.model.denoiser.num_steps_conditioning, cfg.model.world_model_env.horizon
+    denoiser_len, rew_end_len = window_lengths(n, horizon)
+    if cfg.data.rew_end_seq_len is None:
+        cfg.data.rew_end_seq_len = rew_end_len
+    elif cfg.data.rew_end_seq_len != rew_end_len:
+        raise ValueError(
+            f"data.rew_end_seq_len ({cfg.data.rew_end_seq_len}) must be model.world_model_env.horizon ({horizon}) + "
+            f"model.denoiser.num_steps_conditioning ({n}) = {rew_end_len}: set it to {rew_end_len} or null (derived)"
+        )
+    if cfg.data.denoiser_seq_len is None:
+        cfg.data.denoiser_seq_len = denoiser_len
+    elif cfg.data.denoiser_seq_len <= n:
+        raise ValueError(
+            f"data.denoiser_seq_len ({cfg.data.denoiser_seq_len}) must exceed model.denoiser.num_steps_conditioning "
+            f"({n}): n context frames + 1 target + autoregressive steps (paper: {n} + 1 + 1 = {denoiser_len}); "
+            f"null derives {denoiser_len}"
+        )
 
 
 SEED_KEY = "seed_everything"  # top-level key of a full checkpoint: the run's seed
@@ -99,7 +122,8 @@ class DiamondCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         """Paths left null follow the env: run folder lightning_logs/<env>, checkpoints in <run folder>/checkpoints,
         TensorBoard logs under lightning_logs/<env>/version_0 (so `--data.game Pong` alone starts a separate run)."""
-        cfg = self.config[self.subcommand]
+        cfg = self.config[self.subcommand] if self.subcommand else self.config  # run=False: no subcommand
+        resolve_window_lengths(cfg)
         d = cfg.data
         spec = EnvSpec(game=d.game, env_id=d.env_id, img_size=d.img_size, frame_skip=d.frame_skip,
                        max_pool=d.max_pool, pixels=d.pixels, make_kwargs=dict(d.make_kwargs or {}))
@@ -161,7 +185,7 @@ class DiamondCLI(LightningCLI):
         return None if seed is None else int(seed)
 
     def after_instantiate_classes(self) -> None:
-        cfg = self.config[self.subcommand]
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
         for section in getattr(self, "_seed_followers", ()):
             cfg[section].seed = None
         if hasattr(self, "run_seed"):
