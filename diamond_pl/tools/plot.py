@@ -8,8 +8,8 @@ the optimiser step every scalar is logged at), else the optimiser step.
 Panels (a panel is skipped when no run has its scalars):
   returns        test/return_mean, final/return_mean (last point), train_dataset/return (collected episodes)
   world_model    denoiser/test/world_model/{model,copy}_psnr_{1step,<K>step}: the world model vs copying the last frame
-  losses         the three components' training losses (log scale)
-  actor_critic   policy entropy and value of imagined rollouts
+  losses         denoising loss, reward/end loss, value loss (log scale)
+  actor_critic   policy entropy (bits), imagined reward per step and end rate
 
 `--scalars TAG [TAG ...]` draws those tags instead, one panel each; `--list` prints every scalar tag of the runs;
 `--json FILE` writes the last value of every scalar of every run (what docs/learning.md's tables are made from).
@@ -32,8 +32,10 @@ PANELS: dict[str, tuple[str, list[str], bool]] = {  # name -> (title, tag regexe
     "returns": ("Return (real env)", [r"^test/return_mean$", r"^final/return_mean$", r"^train_dataset/return$"], False),
     "world_model": ("World model: PSNR vs copying the last frame (held-out episodes)",
                     [r"^denoiser/test/world_model/(model|copy)_psnr_\d+step$"], False),
-    "losses": ("Training losses", [r"^(denoiser|rew_end_model|actor_critic)/train/loss$"], True),
-    "actor_critic": ("Actor-critic (imagination)", [r"^actor_critic/train/(policy_entropy|value)$"], False),
+    "losses": ("Training losses", [r"^denoiser/train/loss_denoising$", r"^rew_end_model/train/loss_total$",
+                                   r"^actor_critic/train/loss_values$"], True),
+    "actor_critic": ("Actor-critic in imagination", [r"^actor_critic/train/(policy_entropy|imagined_end_rate|"
+                                                     r"imagined_reward_mean)$"], False),
 }
 
 
