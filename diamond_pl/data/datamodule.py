@@ -21,11 +21,28 @@ import numpy as np
 from diamond_pl.config_dicts import from_dict
 from diamond_pl.data.sampler import DEFAULT_SAMPLE_WEIGHTS, SegmentSampler, check_sample_weights
 from diamond_pl.data.schedule import UpdateCounts, UpdateSchedule
-from diamond_pl.data.store import EpisodeStore
+from diamond_pl.data.store import EpisodeStore, episode_files, episodes_folder
+from diamond_pl.errors import ConfigError
 from diamond_pl.data.traversal import Traversal
 from diamond_pl.games import validate_game
 
 STATE_VERSION = 1
+
+
+def check_static_dataset(root: str) -> None:
+    """A static dataset is a folder with `train/` and `test/` episode folders (each `<id>.npz` files, directly or
+    under `episodes/`); say which part is missing before anything starts."""
+    path = Path(root)
+    if not path.is_dir():
+        raise ConfigError(f"--data.static_dataset {root}: no such folder (expected a folder with train/ and test/ "
+                          f"episode folders)")
+    for split in ("train", "test"):
+        if not (path / split).is_dir():
+            raise ConfigError(f"--data.static_dataset {root}: no {split}/ folder; a static dataset needs "
+                              f"{root}/train and {root}/test, each holding <id>.npz episode files")
+        if not episode_files(episodes_folder(path / split)):
+            raise ConfigError(f"--data.static_dataset {root}: {split}/ holds no episode files (<id>.npz, directly "
+                              f"or under {split}/episodes/)")
 
 
 class ReplayDataModule(L.LightningDataModule):
@@ -65,6 +82,9 @@ class ReplayDataModule(L.LightningDataModule):
         })
         self.model_free = model_free
         check_sample_weights(sample_weights)  # fail at configuration time, not at the first batch
+        self._check_sizes(batch_size, denoiser_seq_len, rew_end_seq_len)
+        if static_dataset is not None:
+            check_static_dataset(static_dataset)
         self.run_dir = Path(run_dir if run_dir is not None else f"lightning_logs/{validate_game(game).lower()}")
         self.game = validate_game(game)
         self.batch_size = batch_size
@@ -75,6 +95,18 @@ class ReplayDataModule(L.LightningDataModule):
         self.test_store = EpisodeStore(self.run_dir / "dataset" / "test", "test_dataset")
         self._samplers: dict[str, SegmentSampler] = {}
         self._pending_sampler_states: dict[str, dict] = {}  # restored before the sampler was created
+
+    def _check_sizes(self, batch_size: int, denoiser_seq_len: int, rew_end_seq_len: int) -> None:
+        """Sizes are checked here, before the initial collection, not at the first batch."""
+        for name, value in (("batch_size", batch_size), ("denoiser_seq_len", denoiser_seq_len),
+                            ("rew_end_seq_len", rew_end_seq_len)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"--data.{name} must be a positive integer, got {value!r}")
+        for which, counts in (("updates_first_epoch", self.updates_first_epoch),
+                              ("updates_per_epoch", self.updates_per_epoch)):
+            for name, value in asdict(counts).items():
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ConfigError(f"--data.{which}.{name} must be an integer >= 0, got {value!r}")
 
     @property
     def is_static(self) -> bool:

@@ -46,6 +46,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from diamond_pl.errors import RunError, UsageError
+
 PHASES = ("denoiser", "rew_end", "imagination", "actor_critic", "env", "eval")
 NETWORK_PHASES = ("denoiser", "rew_end", "imagination", "actor_critic")
 UNITS = {"denoiser": "update", "rew_end": "update", "imagination": "step", "actor_critic": "update",
@@ -76,10 +78,15 @@ REFERENCE = {
 def load_config(path: str | Path) -> dict:
     import yaml
 
+    if not Path(path).is_file():
+        raise UsageError(f"--config {path}: no such file")
     with open(path) as f:
-        cfg = yaml.safe_load(f) or {}
-    if "model" not in cfg:
-        raise SystemExit(f"error: {path} has no `model` section")
+        try:
+            cfg = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise UsageError(f"--config {path}: not valid YAML ({e})") from None
+    if not isinstance(cfg, dict) or "model" not in cfg:
+        raise UsageError(f"--config {path} has no `model` section; pass a training config such as configs/smoke.yaml")
     return cfg
 
 
@@ -617,20 +624,20 @@ def run(args: argparse.Namespace) -> dict:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda but CUDA is not available")
+        raise UsageError("--device cuda but CUDA is not available; use --device cpu")
     cfg = load_config(args.config)
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     bad = set(phases) - set(PHASES)
     if bad:
-        raise SystemExit(f"error: unknown phases {sorted(bad)}; valid: {','.join(PHASES)}")
+        raise UsageError(f"--phases: unknown phases {sorted(bad)}; valid: {','.join(PHASES)}")
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if set(variants) - set(VARIANTS):
-        raise SystemExit(f"error: --variants takes {','.join(VARIANTS)}")
+        raise UsageError(f"--variants {args.variants!r}: takes {','.join(VARIANTS)}")
     on_cpu = device == "cpu"
     repeats = args.repeats if args.repeats is not None else (2 if on_cpu else 10)
     warmup = args.warmup if args.warmup is not None else (2 if on_cpu else 3)
     if repeats < 1:
-        raise SystemExit("error: --repeats must be >= 1")
+        raise UsageError(f"--repeats must be >= 1, got {repeats}")
     overrides = {"cpu_threads": args.threads, "compile": args.compile, "compile_mode": args.compile_mode, "channels_last": args.channels_last,
                  "cuda_graphs": args.cuda_graphs, "inference_dtype": args.inference_dtype,
                  "host_malloc_tuning": args.host_malloc_tuning, "matmul_precision": args.matmul_precision,
@@ -679,7 +686,7 @@ def _run_subprocess(spec: dict) -> dict:
         cmd = [sys.executable, "-m", "diamond_pl.tools.benchmark", "--worker", str(spec_path), str(out_path)]
         proc = subprocess.run(cmd)
         if proc.returncode != 0:
-            raise SystemExit(f"error: the {spec['variant']} variant failed (exit code {proc.returncode})")
+            raise RunError(f"the {spec['variant']} variant failed (exit code {proc.returncode}); its output is above")
         return json.loads(out_path.read_text())
 
 

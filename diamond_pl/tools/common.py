@@ -15,14 +15,15 @@ from typing import Callable
 
 import torch
 
+from diamond_pl.errors import UsageError, run_command
 from diamond_pl.games import NUM_ACTIONS, UnknownGameError, validate_game
 from diamond_pl.tools.checkpoints import CheckpointError, load_agent
 
 DEFAULT_GAME = "Breakout"  # what a config without `data.game` trains (ReplayDataModule's default)
 
 
-class ToolError(RuntimeError):
-    """A problem the user can fix; the message says what and how."""
+class ToolError(UsageError):
+    """A problem the user can fix; the message says what and how (exit status 2, see diamond_pl/errors.py)."""
 
 
 def tool_parser(command: str, description: str, seeds: str, ckpt_required: bool = True) -> argparse.ArgumentParser:
@@ -37,12 +38,8 @@ def tool_parser(command: str, description: str, seeds: str, ckpt_required: bool 
 
 
 def run_tool(command: str, fn: Callable[[], object]) -> None:
-    """Run a tool's body; user errors become one clear line on stderr and exit status 2."""
-    try:
-        fn()
-    except (ToolError, CheckpointError, UnknownGameError) as e:
-        print(f"{command}: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    """Run a tool's body; user errors become one clear line on stderr and exit status 2 (`errors.run_command`)."""
+    run_command(command, fn)
 
 
 def pick_device(name: str | None) -> torch.device:
