@@ -40,6 +40,7 @@ def check_static_dataset(root: str) -> None:
         if not (path / split).is_dir():
             raise ConfigError(f"--data.static_dataset {root}: no {split}/ folder; a static dataset needs "
                               f"{root}/train and {root}/test, each holding <id>.npz episode files")
+    for split in ("train", "test"):
         if not episode_files(episodes_folder(path / split)):
             raise ConfigError(f"--data.static_dataset {root}: {split}/ holds no episode files (<id>.npz, directly "
                               f"or under {split}/episodes/)")
@@ -69,8 +70,14 @@ class ReplayDataModule(L.LightningDataModule):
             model_free: only actor-critic updates (set from `model.model_free` by the CLI).
         """
         super().__init__()
-        self.updates_first_epoch = from_dict(UpdateCounts, updates_first_epoch)
-        self.updates_per_epoch = from_dict(UpdateCounts, updates_per_epoch)
+        try:
+            self.updates_first_epoch = from_dict(UpdateCounts, updates_first_epoch)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"--data.updates_first_epoch: {e}") from None
+        try:
+            self.updates_per_epoch = from_dict(UpdateCounts, updates_per_epoch)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"--data.updates_per_epoch: {e}") from None
         self.denoiser_seq_len, self.rew_end_seq_len = denoiser_seq_len, rew_end_seq_len
         # plain values only in hparams: checkpoints must load with weights_only=True
         self.save_hyperparameters({

@@ -121,7 +121,7 @@ class CollectAndEvaluate(Callback):
         for start in range(initial_steps_min, initial_steps_max + 1, initial_steps_increment):
             if (total_env_steps - start) % steps_per_epoch:
                 raise ConfigError(
-                    f"the step budget cannot be met exactly: after an initial collection of {start} steps, "
+                    f"--loop.total_env_steps {total_env_steps}: the step budget cannot be met exactly: after an initial collection of {start} steps, "
                     f"total_env_steps - {start} = {total_env_steps - start} is not a multiple of steps_per_epoch "
                     f"({steps_per_epoch}); make (total_env_steps - initial_steps_min) and initial_steps_increment "
                     f"multiples of steps_per_epoch"
