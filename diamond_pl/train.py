@@ -34,8 +34,13 @@ from diamond_pl.loop.resume import (
 )
 from diamond_pl.tools.checkpoints import CheckpointError, read_torch_file
 
+def _is_rank_zero() -> bool:
+    """Before the Trainer exists: DDP ranks > 0 are processes started with these variables set."""
+    return all(int(os.environ.get(v, "0") or 0) == 0 for v in ("LOCAL_RANK", "NODE_RANK", "RANK"))
+
+
 def _say(message: str) -> None:
-    if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
+    if _is_rank_zero():
         print(message, file=sys.stderr, flush=True)
 
 
@@ -83,8 +88,8 @@ def check_devices(trainer) -> None:
     if isinstance(strategy, DDPStrategy) and strategy._ddp_kwargs.get("find_unused_parameters"):
         return
     raise ConfigError(
-        f"--trainer.devices {trainer.num_devices} (x {trainer.num_nodes} nodes) with strategy "
-        f"{type(strategy).__name__}: {n} processes need --trainer.strategy ddp_find_unused_parameters_true (each "
+        f"--trainer.devices {trainer.num_devices}{f' x {trainer.num_nodes} nodes' if trainer.num_nodes > 1 else ''} "
+        f"with strategy {type(strategy).__name__}: {n} processes need --trainer.strategy ddp_find_unused_parameters_true (each "
         f"update trains one of the three networks, so the others' parameters are unused), or use --trainer.devices 1"
     )
 
@@ -152,7 +157,8 @@ class DiamondCLI(LightningCLI):
         """The checkpoint to resume from (`last` = the newest complete one), or None for a new run. A run folder that
         already holds a run is refused without --ckpt_path; one killed before its first checkpoint starts over."""
         ckpt_path, run_dir, ckpt_dir = cfg.get("ckpt_path"), Path(cfg.data.run_dir), Path(cfg.checkpoint.dirpath)
-        clean_run_folder(run_dir, [ckpt_dir, cfg.snapshot.dirpath])  # temp files of killed writes
+        if _is_rank_zero():  # the other DDP ranks start while rank 0 waits for them: nothing is being written
+            clean_run_folder(run_dir, [ckpt_dir, cfg.snapshot.dirpath])  # temp files of killed writes
         if ckpt_path is not None and ckpt_path not in ("last", "hpc"):
             return str(ckpt_path)
         requeued = ckpt_path is None and int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
@@ -164,7 +170,7 @@ class DiamondCLI(LightningCLI):
             return str(newest.path)
         episodes = any((run_dir / "dataset" / "train").rglob("*.npz")) if not cfg.data.static_dataset else False
         if marker_path(run_dir).is_file() and newest is None:
-            n = discard_uncommitted_run(run_dir)
+            n = discard_uncommitted_run(run_dir) if _is_rank_zero() else 0
             _say(f"{run_dir}: the run there was stopped before its first checkpoint; its {n} uncommitted episodes "
                  f"are discarded and it starts over")
             return None

@@ -45,6 +45,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
 
 def fit_args(run: Path, *extra: str) -> list[str]:
     return ["fit", "--config", SMOKE, f"--data.run_dir={run}", f"--trainer.logger.init_args.save_dir={run}/logs",
+            f"--checkpoint.dirpath={run}/checkpoints", f"--snapshot.dirpath={run}/checkpoints",
             "--trainer.enable_progress_bar=false", *extra]
 
 
@@ -63,7 +64,7 @@ CASES = [
     ("ckpt_pickled", lambda r, f: fit_args(r, f"--ckpt_path={f['pickled']}"), 2, "never unpickles"),
     ("ckpt_weight_only", lambda r, f: fit_args(r, f"--ckpt_path={f['snapshot']}"), 2, "snapshot.ckpt"),
     ("last_in_empty_folder", lambda r, f: fit_args(r, "--ckpt_path=last"), 2, "no last.ckpt"),
-    ("folder_holds_a_run", lambda r, f: fit_args(f["held"], f"--checkpoint.dirpath={f['held']}/checkpoints"), 2,
+    ("folder_holds_a_run", lambda r, f: fit_args(f["held"]), 2,
      "--ckpt_path last"),
     ("static_dataset_missing", lambda r, f: fit_args(r, f"--data.static_dataset={f['dir']}/nodata"), 2, "nodata"),
     ("static_dataset_no_test", lambda r, f: fit_args(r, f"--data.static_dataset={f['no_test']}"), 2, "test/"),
