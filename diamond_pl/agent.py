@@ -22,12 +22,12 @@ from torch import Tensor
 from diamond_pl.config_dicts import from_dict
 from diamond_pl.diffusion.edm import DiffusionConfig
 from diamond_pl.diffusion.sampler import SamplerConfig
-from diamond_pl.envs.atari import AtariEnv
-from diamond_pl.envs.env_loop import TorchAtariEnv
+from diamond_pl.envs.base import PixelEnv
+from diamond_pl.envs.env_loop import TorchRealEnv
+from diamond_pl.envs.spec import EnvSpec
 from diamond_pl.envs.world_model_env import WorldModelEnv, WorldModelEnvConfig
-from diamond_pl.games import num_actions as game_num_actions
-from diamond_pl.games import validate_game
 from diamond_pl.modules.actor_critic import ActorCriticLossConfig, ActorCriticModule, actor_critic_optim
+from diamond_pl.modules.component import COMPONENTS, Component
 from diamond_pl.modules.denoiser import DenoiserModule, denoiser_optim
 from diamond_pl.modules.optim import OptimConfig
 from diamond_pl.modules.reward_end import RewardEndModule, reward_end_optim
@@ -38,22 +38,27 @@ from diamond_pl.perf import (
     FastPathConfig, applied_fast_paths, apply_fast_paths, as_fast_path_config, imagination_fns, release_host_memory,
 )
 
-COMPONENTS = ("denoiser", "rew_end_model", "actor_critic")  # training order within an epoch, and optimiser order
 
 
-def _with_actions(cfg, num_actions: int, what: str):
-    if cfg.num_actions is not None and cfg.num_actions != num_actions:
-        raise ValueError(
-            f"{what}.num_actions = {cfg.num_actions} but the game has {num_actions} actions; "
-            f"remove num_actions from the config (it follows the game)"
-        )
-    return replace(cfg, num_actions=num_actions)
+def _with_env(cfg, env: EnvSpec, what: str):
+    """The network config with the env's action count and frame size (a config that names other values is refused)."""
+    values = {"num_actions": env.num_actions}
+    if hasattr(cfg, "img_size"):
+        values["img_size"] = env.img_size
+    for key, want in values.items():
+        given, default = getattr(cfg, key), type(cfg).__dataclass_fields__[key].default
+        if given not in (None, default, want):
+            raise ValueError(
+                f"model.{what}.{key} = {given} but {env.name} has {want}; remove {key} from the config "
+                f"(it follows the env: data.game / data.env_id, data.img_size)"
+            )
+    return replace(cfg, **values)
 
 
 class DiamondAgent(L.LightningModule):
     def __init__(
         self,
-        game: str = "Breakout",
+        env: dict | None = None,
         denoiser: DenoiserNetConfig = DenoiserNetConfig(),
         diffusion: DiffusionConfig = DiffusionConfig(),
         sampler: SamplerConfig = SamplerConfig(),
@@ -67,10 +72,12 @@ class DiamondAgent(L.LightningModule):
         wm_metric_horizon: int = 15,
         model_free: bool = False,
         fast: FastPathConfig = FastPathConfig(),
+        game: str | None = None,
     ) -> None:
         """
         Args:
-            game: Atari-100k game; sets the number of actions of every network.
+            env: the real env (`EnvSpec` fields; set from the `data` section by the CLI): its action count and frame
+                size set every network's.
             denoiser: the denoiser network (paper: cond 256, channels [64]*4, depths [2]*4, no level attention).
             diffusion: the denoiser's noise model (paper: sigma_data 0.5, offset noise 0.3, training ln sigma ~
                 N(-0.4, 1.2^2) clipped to [0.002, 20]).
@@ -86,30 +93,26 @@ class DiamondAgent(L.LightningModule):
                 without world-model training or data collection (spec §9.5; not a 100k-step setting).
             fast: speed-ups that do not change results beyond float noise (perf.py, docs/performance.md):
                 compile, channels_last, CPU threads, TF32, fused AdamW, CUDA graphs / bf16 for imagination.
+            game: checkpoints written before `env` existed name only their Atari game.
         """
         super().__init__()
         self.automatic_optimization = False
-        self.game = validate_game(game)
-        a = game_num_actions(self.game)
-        denoiser = _with_actions(from_dict(DenoiserNetConfig, denoiser), a, "denoiser")
-        rew_end_model = _with_actions(from_dict(RewEndNetConfig, rew_end_model), a, "rew_end_model")
-        actor_critic = _with_actions(from_dict(ActorCriticNetConfig, actor_critic), a, "actor_critic")
+        self.env_spec = EnvSpec.from_dict(env if env is not None else {"game": game or "Breakout"})
+        denoiser = _with_env(from_dict(DenoiserNetConfig, denoiser), self.env_spec, "denoiser")
+        rew_end_model = _with_env(from_dict(RewEndNetConfig, rew_end_model), self.env_spec, "rew_end_model")
+        actor_critic = _with_env(from_dict(ActorCriticNetConfig, actor_critic), self.env_spec, "actor_critic")
         sampler, world_model_env = from_dict(SamplerConfig, sampler), from_dict(WorldModelEnvConfig, world_model_env)
         diffusion = from_dict(DiffusionConfig, diffusion)
         actor_critic_loss = from_dict(ActorCriticLossConfig, actor_critic_loss)
-        optims = {c: from_dict(OptimConfig, o) for c, o in zip(COMPONENTS, (denoiser_optim, rew_end_model_optim, actor_critic_optim))}
-        if rew_end_model.img_size != actor_critic.img_size:
-            raise ValueError(
-                f"rew_end_model.img_size ({rew_end_model.img_size}) and actor_critic.img_size "
-                f"({actor_critic.img_size}) must both be the frame size of the environment (64 for Atari)"
-            )
+        given_optims = (denoiser_optim, rew_end_model_optim, actor_critic_optim)
+        optims = {c: from_dict(OptimConfig, o) for c, o in zip(COMPONENTS, given_optims)}
         if actor_critic_loss.backup_every < 1 or world_model_env.horizon < 1:
             raise ValueError("actor_critic_loss.backup_every and world_model_env.horizon must be >= 1")
 
         # plain dicts only: checkpoints must load with weights_only=True
         self.save_hyperparameters(
             {
-                "game": self.game,
+                "env": self.env_spec.to_dict(),
                 "denoiser": asdict(denoiser),
                 "diffusion": asdict(diffusion),
                 "sampler": asdict(sampler),
@@ -133,17 +136,23 @@ class DiamondAgent(L.LightningModule):
         self.fast_cfg = as_fast_path_config(fast)
         self._imagination_fns = None
         self.env_loop = None  # imagination, built at the first actor-critic step of each epoch
-        self._real_envs: AtariEnv | None = None  # model-free mode's train envs
+        self._real_envs: PixelEnv | None = None  # model-free mode's train envs
         self._grad_norms: dict[str, Tensor] = {}
         self._last_component: str | None = None
 
     @property
     def num_actions(self) -> int:
-        return game_num_actions(self.game)
+        return self.env_spec.num_actions
 
     @property
-    def components(self) -> dict[str, L.LightningModule]:
-        return {"denoiser": self.denoiser, "rew_end_model": self.rew_end_model, "actor_critic": self.actor_critic}
+    def game(self) -> str:
+        """The env's name: the Atari game, or the gymnasium id."""
+        return self.env_spec.name
+
+    @property
+    def components(self) -> dict[str, Component]:
+        """The three components by name, in training (and optimiser) order."""
+        return {name: getattr(self, name) for name in COMPONENTS}
 
     def setup(self, stage: str) -> None:
         # before configure_optimizers (fused AdamW) and before the strategy moves the model to its device
@@ -169,12 +178,9 @@ class DiamondAgent(L.LightningModule):
         module = self.components[component]
         if component != self._last_component:
             self._on_component_switch(component)
-        if component == "denoiser":
-            loss, metrics = module.loss(data)
-        elif component == "rew_end_model":
-            loss, metrics = module.loss(data, "train")
-        else:
-            loss, metrics = module.imagination_loss(self.imagination())
+        if data is None:  # the actor-critic's batch is not data but the env loop it acts in (imagination)
+            data = self.imagination()
+        loss, metrics = module.loss(data)
 
         opt, sched = self._optimizer_and_scheduler(component)
         lr = opt.param_groups[0]["lr"]  # the lr this step uses (0 at the very first step, as the reference)
@@ -223,8 +229,8 @@ class DiamondAgent(L.LightningModule):
         if self.model_free:
             if self.env_loop is None:
                 if self._real_envs is None:  # loading 32 ROMs takes seconds: once per run, reset each epoch
-                    self._real_envs = AtariEnv(self.game, self.world_model_env_cfg.num_envs, done_on_life_loss=True)
-                self.env_loop = self.actor_critic.make_env_loop(TorchAtariEnv(self._real_envs, self.device))
+                    self._real_envs = self.env_spec.make(self.world_model_env_cfg.num_envs, train=True)
+                self.env_loop = self.actor_critic.make_env_loop(TorchRealEnv(self._real_envs, self.device))
             return self.env_loop
         if self.env_loop is None:
             dm = self.trainer.datamodule

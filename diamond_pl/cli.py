@@ -12,7 +12,7 @@ import sys
 
 from diamond_pl.errors import DEBUG_ENV, run_command
 
-# command -> (module with main(argv), one-line description)
+# command -> (module with main(argv), or "module:function", one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
     "fit": ("diamond_pl.train", "train (or resume with --ckpt_path last) from a YAML config, via LightningCLI"),
     "import-diamond": ("diamond_pl.tools.import_diamond", "convert a published DIAMOND agent .pt into a diamond_pl checkpoint"),
@@ -20,6 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("diamond_pl.tools.evaluate", "score a checkpoint on full test games (returns, human-normalised score)"),
     "dream": ("diamond_pl.tools.dream", "imagine a rollout in the world model next to reality, saved as a GIF"),
     "play": ("diamond_pl.tools.play", "play inside the world model or the real game (pygame window)"),
+    "sweep": ("diamond_pl.sweep", "one fit per (game, seed) on this machine or as a SLURM job array; --status"),
+    "report": ("diamond_pl.report", "rliable aggregates (IQM etc. with CIs) of a sweep vs published DIAMOND/IRIS/Simulus"),
+    "import-minari": ("diamond_pl.tools.minari_cmd:main_import", "convert a Minari dataset (images, discrete actions) into a static dataset"),
+    "export-minari": ("diamond_pl.tools.minari_cmd:main_export", "write a run's replay store as a Minari dataset"),
 }
 
 
@@ -45,4 +49,14 @@ def main(argv: list[str] | None = None) -> None:
     if name not in COMMANDS:
         print(f"error: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         raise SystemExit(2)
-    run_command(name, lambda: importlib.import_module(COMMANDS[name][0]).main(rest))
+    from diamond_pl import preflight, quiet  # light: answer typos before torch, Lightning or an emulator loads
+
+    quiet.install()
+
+    try:
+        preflight.check(name, rest)
+    except preflight.PreflightError as e:
+        print(f"{name}: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    module_name, _, function = COMMANDS[name][0].partition(":")
+    run_command(name, lambda: getattr(importlib.import_module(module_name), function or "main")(rest))

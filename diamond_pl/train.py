@@ -3,27 +3,34 @@
 The YAML has four sections besides `trainer`: `model` (DiamondAgent: networks, sampler, losses, optimisers),
 `data` (ReplayDataModule: run folder, game, batch size, sampling, update counts), `loop` (CollectAndEvaluate: real
 env steps, initial collection, evaluation) and `checkpoint` / `snapshot` (ModelCheckpoint: `last.ckpt` every epoch,
-weight-only snapshots every 5 epochs). `data.game` also sets `model.game`.
+weight-only snapshots every 5 epochs). The env settings of `data` (`game` or `env_id`, `img_size`, ...) also set
+`model.env`, from which every network takes its action count and frame size.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 import warnings
 from pathlib import Path
 
+import torch
+from lightning.pytorch import seed_everything
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ModelSummary, ProgressBar
 from jsonargparse import Namespace
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from diamond_pl import quiet
 from diamond_pl.agent import DiamondAgent
 from diamond_pl.data.datamodule import ReplayDataModule
+from diamond_pl.envs.spec import EnvSpec
 from diamond_pl.errors import ConfigError, UsageError
-from diamond_pl.games import NUM_ACTIONS, validate_game
 from diamond_pl.loop import interrupt
 from diamond_pl.loop.collect_evaluate import CollectAndEvaluate
+from diamond_pl.loop.progress import ComponentSummary, DiamondProgressBar, fit_summary, startup_warning
 from diamond_pl.loop.resume import (
     AtomicCheckpointIO,
     clean_run_folder,
@@ -34,6 +41,7 @@ from diamond_pl.loop.resume import (
 )
 from diamond_pl.tools.checkpoints import CheckpointError, read_torch_file
 
+
 def _is_rank_zero() -> bool:
     """Before the Trainer exists: DDP ranks > 0 are processes started with these variables set."""
     return all(int(os.environ.get(v, "0") or 0) == 0 for v in ("LOCAL_RANK", "NODE_RANK", "RANK"))
@@ -42,8 +50,6 @@ def _is_rank_zero() -> bool:
 def _say(message: str) -> None:
     if _is_rank_zero():
         print(message, file=sys.stderr, flush=True)
-
-
 
 
 def check_checkpoint(path: str | Path, option: str = "--ckpt_path") -> dict:
@@ -64,16 +70,20 @@ def check_checkpoint(path: str | Path, option: str = "--ckpt_path") -> dict:
     return ckpt
 
 
-def check_checkpoint_game(ckpt: dict, path: str | Path, game: str) -> None:
-    """A run resumes with the game (hence action count) it was trained on."""
-    ckpt_game = (ckpt.get("datamodule_hyper_parameters") or {}).get("game") or \
-        (ckpt.get("hyper_parameters") or {}).get("game")
-    if ckpt_game is None or ckpt_game == game:
+def check_checkpoint_env(ckpt: dict, path: str | Path, spec: EnvSpec) -> None:
+    """A run resumes with the env (hence action count) it was trained on."""
+    hp = ckpt.get("datamodule_hyper_parameters") or {}
+    if not hp or "game" not in hp and "env_id" not in hp:
         return
+    theirs = EnvSpec(game=hp.get("game"), env_id=hp.get("env_id")) if hp.get("env_id") or hp.get("game") else None
+    if theirs is None or theirs.name == spec.name:
+        return
+    option = "--data.env_id" if theirs.env_id else "--data.game"
+    actions = f" ({theirs.num_actions} actions)" if theirs.is_atari else ""
     raise CheckpointError(
-        f"--data.game {game} ({NUM_ACTIONS.get(game, '?')} actions) does not match checkpoint {path}, a {ckpt_game} "
-        f"run ({NUM_ACTIONS.get(ckpt_game, '?')} actions): resume with --data.game {ckpt_game} (the run's config), "
-        f"or start a new {game} run with another --data.run_dir"
+        f"--data.{'env_id' if spec.env_id else 'game'} {spec.name} ({spec.num_actions} actions) does not match "
+        f"checkpoint {path}, a {theirs.name} run{actions}: resume with {option} {theirs.name} (the run's config), or "
+        f"start a new {spec.name} run with another --data.run_dir"
     )
 
 
@@ -89,14 +99,37 @@ def check_devices(trainer) -> None:
         return
     raise ConfigError(
         f"--trainer.devices {trainer.num_devices}{f' x {trainer.num_nodes} nodes' if trainer.num_nodes > 1 else ''} "
-        f"with strategy {type(strategy).__name__}: {n} processes need --trainer.strategy ddp_find_unused_parameters_true (each "
-        f"update trains one of the three networks, so the others' parameters are unused), or use --trainer.devices 1"
+        f"with strategy {type(strategy).__name__}: {n} processes need --trainer.strategy "
+        f"ddp_find_unused_parameters_true (each update trains one of the three networks, so the others' parameters "
+        f"are unused), or use --trainer.devices 1"
     )
+
+
+SEED_KEY = "seed_everything"  # top-level key of a full checkpoint: the run's seed
+
+
+class RecordSeed(Callback):
+    """Writes the run's seed into every full checkpoint (a resume with `seed_everything: true` reuses it)."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        checkpoint[SEED_KEY] = self.seed
+
+
+ENV_KEYS = ("game", "env_id", "img_size", "frame_skip", "max_pool", "pixels", "make_kwargs")
+
+
+def env_settings(*values) -> dict:
+    """The `data` section's env settings as the agent's `env` (plain values, validated)."""
+    d = dict(zip(ENV_KEYS, values))
+    return EnvSpec(**{**d, "make_kwargs": dict(d["make_kwargs"] or {})}).to_dict()
 
 
 class DiamondCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
-        parser.link_arguments("data.game", "model.game")
+        parser.link_arguments(tuple(f"data.{k}" for k in ENV_KEYS), "model.env", compute_fn=env_settings)
         parser.link_arguments("model.model_free", "data.model_free")
         parser.add_lightning_class_args(CollectAndEvaluate, "loop")
         # snapshots first: Lightning runs the two in this order, so the full checkpoint records the snapshot just
@@ -121,36 +154,96 @@ class DiamondCLI(LightningCLI):
             "snapshot.auto_insert_metric_name": False,
         })  # fmt: skip
 
-    def _fill_paths(self, cfg) -> str:
-        """Paths left null follow the game: run folder lightning_logs/<game>, checkpoints in <run folder>/checkpoints,
-        TensorBoard logs under lightning_logs/<game>/version_0 (so `--data.game Pong` alone starts a separate run)."""
-        game = validate_game(cfg.data.game)
+    @staticmethod
+    def _fill_paths(cfg) -> EnvSpec:
+        """Paths left null follow the env: run folder lightning_logs/<env>, checkpoints in <run folder>/checkpoints,
+        TensorBoard logs under lightning_logs/<env>/version_0 (so `--data.game Pong` alone starts a separate run)."""
+        d = cfg.data
+        try:
+            spec = EnvSpec(game=d.game, env_id=d.env_id, img_size=d.img_size, frame_skip=d.frame_skip,
+                           max_pool=d.max_pool, pixels=d.pixels, make_kwargs=dict(d.make_kwargs or {}))
+        except ValueError as e:  # unknown game, frame size out of range, ...: one line
+            raise ConfigError(str(e)) from None
+        spec.num_actions  # noqa: B018 -- a gymnasium env is made once here: a bad id fails before any work
         if cfg.data.run_dir is None:
-            cfg.data.run_dir = f"lightning_logs/{game.lower()}"
+            cfg.data.run_dir = f"lightning_logs/{spec.slug}"
         for section in ("checkpoint", "snapshot"):
             if cfg[section].dirpath is None:
                 cfg[section].dirpath = str(Path(cfg.data.run_dir) / "checkpoints")
-        return game
+        return spec
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand]
-        game = self._fill_paths(cfg)
+        game = self._fill_paths(cfg).slug
         logger = cfg.trainer.logger
         if isinstance(logger, Namespace) and logger.get("class_path", "").endswith("TensorBoardLogger"):
             if logger.init_args.get("name") is None:
-                logger.init_args.name = game.lower()
+                logger.init_args.name = game
+        self.resolve_seed(cfg)
+
+    def _set_seed(self) -> None:
+        """Deferred to `before_instantiate_classes` (see `resolve_seed`), where the checkpoint to resume is known.
+
+        Lightning 2.6 turns `seed_everything: true` into `seed_everything(None)`, which seeds 0 on every run ("No seed
+        found, seed set to 0") while `data.seed` / `loop.seed` null drew fresh entropy: the saved config said 0 and
+        could not repeat the run."""
+
+    def resolve_seed(self, cfg) -> None:
+        """One seed per run: drawn (`seed_everything: true`), taken from the checkpoint being resumed, or given.
+
+        It seeds torch/numpy/random before the models are built and, where `data.seed` / `loop.seed` are null, the
+        samplers and collectors too; the saved config.yaml and every full checkpoint record it, so `--config
+        <saved config.yaml>` or `--seed N` repeats the run. `seed_everything: false` seeds nothing."""
+        seed = cfg.get("seed_everything")
+        if seed is False:
+            return
+        source = "given"
+        if seed is True or seed is None:
+            seed, source = self._checkpoint_seed(cfg), "the checkpoint's"
+            if seed is None and os.environ.get("PL_GLOBAL_SEED"):  # a DDP worker: rank 0 drew it
+                seed, source = os.environ["PL_GLOBAL_SEED"], "rank 0's"
+            if seed is None:
+                seed, source = secrets.randbelow(2**31), "drawn at random"
+        seed = int(seed)
+        seed_everything(seed, workers=True, verbose=False)
+        cfg.seed_everything = seed
+        self._seed_followers = [s for s in ("data", "loop") if cfg[s].get("seed") is None]
+        for section in self._seed_followers:
+            cfg[section].seed = seed  # restored to null after instantiation: null keeps meaning "the run's seed"
+        self.run_seed = seed
+        rank_zero_info(f"Seed {seed} ({source}); config.yaml and the checkpoints record it, --seed {seed} repeats the run")
+
+    def _checkpoint_seed(self, cfg) -> int | None:
+        """The seed recorded in the checkpoint a resume starts from (None for a fresh run or an older checkpoint)."""
+        ckpt_path = cfg.get("ckpt_path")  # "last" is already the newest complete checkpoint (_parse_ckpt_path)
+        if ckpt_path is None or ckpt_path in ("best", "hpc", "registry"):
+            return None
+        if ckpt_path == "last":
+            ckpt_path = Path(cfg.checkpoint.dirpath) / "last.ckpt"
+        if not Path(ckpt_path).is_file():
+            return None  # before_fit reports it
+        seed = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True).get(SEED_KEY)
+        return None if seed is None else int(seed)
+
+    def after_instantiate_classes(self) -> None:
+        cfg = self.config[self.subcommand]
+        for section in getattr(self, "_seed_followers", ()):
+            cfg[section].seed = None
+        if hasattr(self, "run_seed"):
+            self.trainer.callbacks.append(RecordSeed(self.run_seed))
 
     def _parse_ckpt_path(self) -> None:
-        # runs after parsing, before any class is built: decide what to resume (or refuse) before any work
+        # runs after parsing, before any class is built (LightningCLI reads the checkpoint's hyperparameters here):
+        # decide what to resume, or refuse, before any work
         subcommand = self.config.get("subcommand") or "fit"
         cfg = self.config.get(subcommand)
         if cfg is None:
             return super()._parse_ckpt_path()
-        game = self._fill_paths(cfg)
+        spec = self._fill_paths(cfg)
         ckpt_path = self._resolve_resume(cfg)
         cfg.ckpt_path = ckpt_path
         if ckpt_path is not None:
-            check_checkpoint_game(check_checkpoint(ckpt_path), ckpt_path, game)
+            check_checkpoint_env(check_checkpoint(ckpt_path), ckpt_path, spec)
         super()._parse_ckpt_path()
 
     def _resolve_resume(self, cfg) -> str | None:
@@ -196,13 +289,44 @@ class DiamondCLI(LightningCLI):
         except (ValueError, TypeError) as e:
             raise ConfigError(f"invalid configuration: {e}") from e
 
+    def _instantiate_trainer(self, config: dict, callbacks: list):
+        """Our progress bar (unless one is configured or bars are off) and a model summary without Lightning's
+        FLOPs (always 0 here)."""
+        callbacks = list(callbacks)
+        given = config.get("callbacks") or []
+        configured = [*callbacks, *(given if isinstance(given, list) else [given])]
+        if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in configured):
+            callbacks.append(DiamondProgressBar())
+        if config.get("enable_model_summary") is not False and not any(isinstance(c, ModelSummary) for c in configured):
+            callbacks.append(ComponentSummary())
+        return super()._instantiate_trainer(config, callbacks)
+
+    def after_fit(self) -> None:
+        if self.trainer.is_global_zero:
+            rank_zero_info(fit_summary(self.trainer, getattr(self, "run_seed", None)))
+
     def before_fit(self) -> None:
-        check_devices(self.trainer)
+        check_devices(self.trainer)  # before any env step or update (the checkpoint was checked when parsing)
         from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
         strategy = self.trainer.strategy
         if type(strategy.checkpoint_io) is TorchCheckpointIO:  # a user's own CheckpointIO plugin is kept
             strategy.checkpoint_io = AtomicCheckpointIO.make()
+        warning = startup_warning(self.trainer, self.model, self.datamodule)
+        if warning is not None:
+            rank_zero_info(warning)  # one line, not a Python warning with its source line
+
+
+def seed_alias(argv: list[str]) -> list[str]:
+    """`--seed N` is short for `--seed_everything N`."""
+    out = []
+    for arg in argv:
+        if arg == "--seed":
+            arg = "--seed_everything"
+        elif arg.startswith("--seed="):
+            arg = "--seed_everything=" + arg[len("--seed="):]
+        out.append(arg)
+    return out
 
 
 def _resume_hint(argv: list[str]) -> str:
@@ -212,13 +336,14 @@ def _resume_hint(argv: list[str]) -> str:
 
 
 def main(argv: list[str]) -> None:
+    quiet.install()
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # we pass args on purpose
     interrupt.install()
     try:
         DiamondCLI(
             DiamondAgent,
             ReplayDataModule,
-            args=["fit", *argv],
+            args=["fit", *seed_alias(argv)],
             auto_configure_optimizers=False,
             save_config_kwargs={"overwrite": True},
             trainer_defaults={"reload_dataloaders_every_n_epochs": 1, "num_sanity_val_steps": 0, "max_epochs": -1},

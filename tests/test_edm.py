@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from diamond_pl.diffusion import edm
+from diamond_pl.modules.denoiser import denoiser_loss
 from diamond_pl.diffusion.edm import Denoiser, add_training_noise, conditioners, quantise, sample_training_sigma
 from diamond_pl.diffusion.sampler import DiffusionSampler, SamplerConfig, karras_sigmas, sample_next_obs
 from diamond_pl.nets.denoiser_net import DenoiserNet, DenoiserNetConfig
@@ -108,7 +109,7 @@ def test_quantise_truncates_onto_the_8bit_grid():
 
 def test_loss_runs_backward(tiny_denoiser):
     obs, act, mask = segment_batch()
-    loss, metrics = tiny_denoiser.compute_loss(obs, act, mask, generator=torch.Generator().manual_seed(0))
+    loss, metrics = denoiser_loss(tiny_denoiser, obs, act, mask, generator=torch.Generator().manual_seed(0))
     assert loss.ndim == 0 and torch.isfinite(loss)
     assert torch.equal(metrics["loss_denoising"], loss.detach())
     loss.backward()
@@ -124,7 +125,7 @@ def test_loss_ignores_padded_targets(tiny_denoiser):
 
     def loss_of(o):
         with torch.no_grad():
-            return tiny_denoiser.compute_loss(o, act, mask, generator=torch.Generator().manual_seed(0))[0]
+            return denoiser_loss(tiny_denoiser, o, act, mask, generator=torch.Generator().manual_seed(0))[0]
 
     changed = obs.clone()
     changed[0, 4:] = torch.rand_like(changed[0, 4:])
@@ -138,7 +139,7 @@ def test_masked_mse_equals_mse_over_real_samples():
     pred, target = torch.randn(5, 3, 4, 4), torch.randn(5, 3, 4, 4)
     mask = torch.tensor([True, False, True, True, False])
     expected = nn.functional.mse_loss(pred[mask], target[mask])
-    torch.testing.assert_close(edm._masked_mse(pred, target, mask), expected)
+    torch.testing.assert_close(edm.masked_mse(pred, target, mask), expected)
 
 
 @pytest.mark.parametrize("t", [6, 7])
@@ -149,7 +150,7 @@ def test_later_iterations_condition_on_the_quantised_reconstruction(tiny_denoise
     original = tiny_denoiser.denoised
     tiny_denoiser.denoised = lambda *a: denoised.append(original(*a)) or denoised[-1]
     try:
-        tiny_denoiser.compute_loss(obs, act, mask, generator=torch.Generator().manual_seed(0))
+        denoiser_loss(tiny_denoiser, obs, act, mask, generator=torch.Generator().manual_seed(0))
     finally:
         hook.remove()
         del tiny_denoiser.denoised

@@ -9,6 +9,7 @@ import torch
 from diamond_pl.agent import DiamondAgent
 from diamond_pl.diffusion.sampler import SamplerConfig
 from diamond_pl.nets.actor_critic_net import ActorCriticNetConfig
+from diamond_pl.modules.denoiser import denoiser_loss
 from diamond_pl.nets.denoiser_net import DenoiserNetConfig
 from diamond_pl.nets.rew_end_net import RewEndNetConfig
 from diamond_pl.perf import (
@@ -151,7 +152,7 @@ def test_training_step_channels_last_matches_eager():
         agent = tiny_agent()
         apply_fast_paths(agent, cfg)
         torch.manual_seed(5)  # same training sigmas and noise
-        loss, _ = agent.denoiser.denoiser.compute_loss(x["obs"], x["act"], torch.ones(2, 5, dtype=torch.bool))
+        loss, _ = denoiser_loss(agent.denoiser.denoiser, x["obs"], x["act"], torch.ones(2, 5, dtype=torch.bool))
         loss.backward()
         grads.append({n: p.grad.clone() for n, p in agent.denoiser.named_parameters() if p.grad is not None})
     assert grads[0].keys() == grads[1].keys()

@@ -145,7 +145,7 @@ def test_actor_critic_learns_the_rewarded_action_in_imagination(tmp_path):
     opt = module.configure_optimizers()["optimizer"]
     rates = []
     for _ in range(50):
-        loss, metrics = module.imagination_loss(loop)
+        loss, metrics = module.loss(loop)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(module.parameters(), 100.0)

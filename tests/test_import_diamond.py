@@ -57,7 +57,7 @@ def test_checkpoint_is_a_plain_lightning_checkpoint(checkpoint, golden_dir):
     assert {"state_dict", "hyper_parameters", "pytorch-lightning_version", "diamond_pl"} <= set(ckpt)
     assert ckpt["diamond_pl"]["format"] == "diamond-agent-state-dict"
     assert ckpt["diamond_pl"]["imported_from"] == str((golden_dir / "agent_state_dict.pt").resolve())
-    assert ckpt["hyper_parameters"]["game"] == "Breakout"
+    assert ckpt["hyper_parameters"]["env"]["game"] == "Breakout"
     assert not list(checkpoint.parent.glob(".*.tmp")), "the atomic write left its temp file behind"
 
 
@@ -131,7 +131,7 @@ def test_load_agent_reads_both_formats_alike(checkpoint, golden_dir, agent):
 @pytest.mark.golden
 def test_game_may_be_left_out_when_the_action_count_names_one_game(golden_dir, tmp_path):
     import_diamond(golden_dir / "agent_state_dict.pt", "--out", tmp_path / "a.ckpt")
-    assert torch.load(tmp_path / "a.ckpt", weights_only=True)["hyper_parameters"]["game"] == "Breakout"
+    assert torch.load(tmp_path / "a.ckpt", weights_only=True)["hyper_parameters"]["env"]["game"] == "Breakout"
     # an existing output is kept unless asked
     assert "--overwrite" in import_error(golden_dir / "agent_state_dict.pt", "--out", tmp_path / "a.ckpt")
     import_diamond(golden_dir / "agent_state_dict.pt", "--out", tmp_path / "a.ckpt", "--overwrite")

@@ -9,6 +9,7 @@ from PIL import Image
 from diamond_pl import cli
 from diamond_pl.games import human_normalised_score
 from diamond_pl.tools import dream, evaluate, play
+from diamond_pl.envs.spec import EnvSpec
 from diamond_pl.tools.common import ToolError, check_config
 from diamond_pl.tools.video import SEPARATOR
 
@@ -52,7 +53,7 @@ def test_evaluate_is_reproducible_with_a_seed(smoke_run):
 
 
 def test_config_must_match_the_checkpoint(smoke_run, tmp_path, capsys):
-    check_config(ROOT / "configs" / "smoke.yaml", "Breakout", "x.ckpt")  # the run's own config passes
+    check_config(ROOT / "configs" / "smoke.yaml", EnvSpec(game="Breakout"), "x.ckpt")  # the run's own config passes
     pong = tmp_path / "pong.yaml"
     pong.write_text("data:\n  game: Pong\n")
     with pytest.raises(SystemExit) as e:
@@ -63,7 +64,7 @@ def test_config_must_match_the_checkpoint(smoke_run, tmp_path, capsys):
     wrong_actions = tmp_path / "actions.yaml"
     wrong_actions.write_text("data: {game: Breakout}\nmodel: {actor_critic: {num_actions: 6}}\n")
     with pytest.raises(ToolError, match="num_actions = 6.*4 actions"):
-        check_config(wrong_actions, "Breakout", "x.ckpt")
+        check_config(wrong_actions, EnvSpec(game="Breakout"), "x.ckpt")
 
 
 @pytest.mark.parametrize("tool", [evaluate, dream, play])

@@ -63,7 +63,7 @@ def test_bf16_mixed_precision_runs(tmp_path):
     [
         (["--loop.total_env_steps=450"], "not a multiple of steps_per_epoch"),
         (["--data.game=Breakoutt"], "Unknown game 'Breakoutt'"),
-        (["--model.actor_critic.num_actions=6"], "num_actions = 6 but the game has 4 actions"),
+        (["--model.actor_critic.num_actions=6"], "num_actions = 6 but Breakout has 4"),
         (["--data.sample_weights=[0.5,0.6]"], "sum"),
     ],
 )

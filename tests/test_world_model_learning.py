@@ -23,7 +23,7 @@ from diamond_pl.data.collector import Collector, RandomPolicy
 from diamond_pl.data.sampler import SegmentSampler
 from diamond_pl.data.store import EpisodeStore
 from diamond_pl.envs.atari import AtariEnv
-from diamond_pl.modules.denoiser import DenoiserModule
+from diamond_pl.modules.denoiser import DenoiserModule, denoiser_loss
 from diamond_pl.modules.optim import OptimConfig, configure_adamw
 from diamond_pl.modules.reward_end import RewardEndModule
 from diamond_pl.nets.denoiser_net import DenoiserNetConfig
@@ -80,7 +80,7 @@ def test_denoiser_held_out_loss_falls_on_real_frames(tmp_path, size, steps, upda
         with torch.no_grad():  # the same sigmas and noise every time: only the model changes
             generator = torch.Generator().manual_seed(0)
             obs = held_out.obs_float()
-            return module.denoiser.compute_loss(obs, held_out.act, held_out.mask_padding, generator=generator)[0].item()
+            return denoiser_loss(module.denoiser, obs, held_out.act, held_out.mask_padding, generator=generator)[0].item()
 
     sampler = SegmentSampler(train_store, 8, n + 1, sample_weights=None, seed=1)
     before = held_out_loss()

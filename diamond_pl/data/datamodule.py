@@ -24,7 +24,7 @@ from diamond_pl.data.schedule import UpdateCounts, UpdateSchedule
 from diamond_pl.data.store import EpisodeStore, episode_files, episodes_folder
 from diamond_pl.errors import ConfigError
 from diamond_pl.data.traversal import Traversal
-from diamond_pl.games import validate_game
+from diamond_pl.envs.spec import EnvSpec
 
 STATE_VERSION = 1
 
@@ -47,7 +47,9 @@ def check_static_dataset(root: str) -> None:
 
 
 class ReplayDataModule(L.LightningDataModule):
-    def __init__(self, run_dir: str | None = None, game: str = "Breakout", batch_size: int = 32,
+    def __init__(self, run_dir: str | None = None, game: str = "Breakout", env_id: str | None = None,
+                 img_size: int = 64, frame_skip: int = 1, max_pool: bool = False, pixels: str = "auto",
+                 make_kwargs: dict | None = None, batch_size: int = 32,
                  sample_weights: Sequence[float] | None = DEFAULT_SAMPLE_WEIGHTS, static_dataset: str | None = None,
                  ignore_sample_weights: bool = True, seed: int | None = None,
                  updates_first_epoch: UpdateCounts = UpdateCounts(10_000, 10_000, 5_000),
@@ -55,8 +57,14 @@ class ReplayDataModule(L.LightningDataModule):
                  denoiser_seq_len: int = 6, rew_end_seq_len: int = 19, model_free: bool = False) -> None:
         """
         Args:
-            run_dir: run folder; the datasets go to `<run_dir>/dataset/{train,test}`. None: lightning_logs/<game>.
-            game: Atari-100k game the data comes from.
+            run_dir: run folder; the datasets go to `<run_dir>/dataset/{train,test}`. None: lightning_logs/<env>.
+            game: Atari-100k game the data comes from (when `env_id` is None).
+            env_id: any gymnasium env with images and discrete actions instead: a registered id, or
+                `my_package.my_module:MyEnv-v0` (imports the module first). The next five apply to it only.
+            img_size: side of the square RGB frames of the env, the store and every network (paper: 64).
+            frame_skip / max_pool: action repeat, and max over the last two frames (gymnasium envs; 1 / false).
+            pixels: frames from the observation (obs), from env.render() (render), or whichever applies (auto).
+            make_kwargs: keyword arguments of gymnasium.make (e.g. {max_episode_steps: 100}).
             batch_size: windows per batch, for every component (32 in the paper).
             sample_weights: probability mass of each chronological group of train episodes (spec §2.4);
                 None = uniform over steps.
@@ -81,7 +89,8 @@ class ReplayDataModule(L.LightningDataModule):
         self.denoiser_seq_len, self.rew_end_seq_len = denoiser_seq_len, rew_end_seq_len
         # plain values only in hparams: checkpoints must load with weights_only=True
         self.save_hyperparameters({
-            "run_dir": run_dir, "game": game, "batch_size": batch_size,
+            "run_dir": run_dir, "game": game, "env_id": env_id, "img_size": img_size, "frame_skip": frame_skip,
+            "max_pool": max_pool, "pixels": pixels, "make_kwargs": dict(make_kwargs or {}), "batch_size": batch_size,
             "sample_weights": None if sample_weights is None else list(sample_weights),
             "static_dataset": static_dataset, "ignore_sample_weights": ignore_sample_weights, "seed": seed,
             "updates_first_epoch": asdict(self.updates_first_epoch), "updates_per_epoch": asdict(self.updates_per_epoch),
@@ -92,8 +101,10 @@ class ReplayDataModule(L.LightningDataModule):
         self._check_sizes(batch_size, denoiser_seq_len, rew_end_seq_len)
         if static_dataset is not None:
             check_static_dataset(static_dataset)
-        self.run_dir = Path(run_dir if run_dir is not None else f"lightning_logs/{validate_game(game).lower()}")
-        self.game = validate_game(game)
+        self.env_spec = EnvSpec(game=game, env_id=env_id, img_size=img_size, frame_skip=frame_skip,
+                                max_pool=max_pool, pixels=pixels, make_kwargs=dict(make_kwargs or {}))
+        self.run_dir = Path(run_dir if run_dir is not None else f"lightning_logs/{self.env_spec.slug}")
+        self.game = self.env_spec.name
         self.batch_size = batch_size
         self.sample_weights = None if static_dataset and ignore_sample_weights else sample_weights
         self.static_dataset = static_dataset
@@ -124,6 +135,21 @@ class ReplayDataModule(L.LightningDataModule):
             root = Path(self.static_dataset)
             self.train_store = EpisodeStore.import_directory(root / "train", "train_dataset")
             self.test_store = EpisodeStore.import_directory(root / "test", "test_dataset")
+            self._check_static_dataset()
+
+    def _check_static_dataset(self) -> None:
+        """The recorded data must fit the env the networks are built for: frame size and action count."""
+        spec, size = self.env_spec, self.env_spec.img_size
+        for store in (self.train_store, self.test_store):
+            if len(store) and tuple(store.frame_shape) != (3, size, size):
+                raise ConfigError(f"--data.static_dataset {self.static_dataset}: {store.name} frames are "
+                                 f"{tuple(store.frame_shape)} but data.img_size is {size}; pass --data.img_size "
+                                 f"{store.frame_shape[-1]} (or re-import the data at {size})")
+            top = max((int(store.get(i).act.max(initial=0)) for i in range(len(store))), default=0)
+            if top >= spec.num_actions:
+                raise ConfigError(f"--data.static_dataset {self.static_dataset}: {store.name} holds action {top} but "
+                                 f"{spec.name} has {spec.num_actions} actions; name the env the data comes from "
+                                 f"(--data.env_id / --data.game)")
 
     def _rank_and_world(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)

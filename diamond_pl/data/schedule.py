@@ -10,22 +10,22 @@ imagined rollout that the agent generates itself.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterator
 
 
 @dataclass
 class UpdateCounts:
-    """Optimiser steps per component in one epoch."""
+    """Optimiser steps per component in one epoch (one field per name of `modules.component.COMPONENTS`)."""
 
     denoiser: int = 400
     rew_end_model: int = 400
     actor_critic: int = 400
 
     def __post_init__(self) -> None:
-        for name in ("denoiser", "rew_end_model", "actor_critic"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"update count {name} must be >= 0, got {getattr(self, name)}")
+        for name, count in asdict(self).items():
+            if count < 0:
+                raise ValueError(f"update count {name} must be >= 0, got {count}")
 
 
 class UpdateSchedule:

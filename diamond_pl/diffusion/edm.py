@@ -108,7 +108,7 @@ def add_training_noise(
     b, c = x.shape[:2]
     eps_offset = torch.randn(b, c, 1, 1, generator=generator, device=x.device, dtype=x.dtype)
     eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    return x + sigma_offset_noise * eps_offset + _per_sample(sigma, x) * eps
+    return x + sigma_offset_noise * eps_offset + per_sample(sigma, x) * eps
 
 
 def quantise(x: Tensor) -> Tensor:
@@ -116,7 +116,7 @@ def quantise(x: Tensor) -> Tensor:
     return uint8_to_float(float_to_uint8(x.detach())).to(x.dtype)
 
 
-def _per_sample(c: Tensor, x: Tensor) -> Tensor:
+def per_sample(c: Tensor, x: Tensor) -> Tensor:
     """(B,) -> (B, 1, 1, ...) to broadcast over x's non-batch dims."""
     return c.reshape(c.shape[0], *([1] * (x.ndim - 1)))
 
@@ -168,49 +168,19 @@ class Denoiser(nn.Module):
         cs = self.conditioners(sigma)
         # conditioning frames are scaled by 1 / sigma_data, not by c_in: they carry no noise
         out = self.inner_model(
-            noisy_next_obs * _per_sample(cs.c_in, noisy_next_obs), cs.c_noise, prev_obs / self.sigma_data, prev_act
+            noisy_next_obs * per_sample(cs.c_in, noisy_next_obs), cs.c_noise, prev_obs / self.sigma_data, prev_act
         )
         return out, cs
 
     def denoised(self, noisy_next_obs: Tensor, model_output: Tensor, cs: Conditioners) -> Tensor:
         """D = c_skip * y + c_out * F, quantised to the 8-bit grid (every materialised D is, spec §3.7)."""
         y = noisy_next_obs
-        return quantise(_per_sample(cs.c_skip, y) * y + _per_sample(cs.c_out, y) * model_output)
+        return quantise(per_sample(cs.c_skip, y) * y + per_sample(cs.c_out, y) * model_output)
 
     def denoise(self, noisy_next_obs: Tensor, sigma: Tensor | float, prev_obs: Tensor, prev_act: Tensor) -> Tensor:
         """Quantised D(y, sigma): the estimate of the clean next frame."""
         out, cs = self.model_output(noisy_next_obs, sigma, prev_obs, prev_act)
         return self.denoised(noisy_next_obs, out, cs)
-
-    def compute_loss(
-        self, obs: Tensor, act: Tensor, mask_padding: Tensor, generator: torch.Generator | None = None
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Denoising loss over a batch of segments (spec §3.4-3.5).
-
-        obs (B, T, C, H, W) float in [-1, 1] with padding frames already 0; act (B, T) int64; mask_padding (B, T) bool.
-        For i in 0 .. T-n-1: condition on frames i..i+n-1 and actions i..i+n-1 of a working copy, denoise frame i+n
-        from a fresh training sigma, MSE in F-space over real targets; then put the quantised one-step D in place of
-        frame i+n, so later iterations condition on the model's own reconstruction. Loss = mean over iterations.
-        """
-        n = self.num_steps_conditioning
-        b, t = obs.shape[:2]
-        assert t > n, f"need more than {n} frames, got {t}"
-        frames = list(obs.unbind(dim=1))  # the working copy: frames are replaced, never written in place
-        losses = []
-        for i in range(t - n):
-            x = frames[i + n]
-            sigma = sample_training_sigma(
-                b, self.train_sigma_loc, self.train_sigma_scale, self.train_sigma_min, self.train_sigma_max, generator,
-                obs.device,
-            )
-            y = add_training_noise(x, sigma, self.sigma_offset_noise, generator)
-            out, cs = self.model_output(y, sigma, torch.stack(frames[i : i + n], dim=1), act[:, i : i + n])
-            # the regression target of F that makes D(y) = x; MSE on F is EDM's loss weighting 1 / c_out^2
-            target = (x - _per_sample(cs.c_skip, y) * y) / _per_sample(cs.c_out, y)
-            losses.append(_masked_mse(out, target, mask_padding[:, i + n]))
-            frames[i + n] = self.denoised(y, out.detach(), cs)
-        loss = torch.stack(losses).mean()
-        return loss, {"loss_denoising": loss.detach()}
 
 
 def _batch_sigma(sigma: Tensor | float, x: Tensor) -> Tensor:
@@ -221,8 +191,8 @@ def _batch_sigma(sigma: Tensor | float, x: Tensor) -> Tensor:
     return sigma.expand(x.shape[0]) if sigma.ndim == 0 else sigma
 
 
-def _masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+def masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     """MSE over all elements of the samples where mask is True (equal to mse(pred[mask], target[mask]), without the
     host sync of boolean indexing; NaN if no sample is real, as the reference)."""
-    per_sample = F.mse_loss(pred, target, reduction="none").flatten(1).mean(dim=1)
-    return torch.where(mask, per_sample, 0.0).sum() / mask.sum()
+    mse = F.mse_loss(pred, target, reduction="none").flatten(1).mean(dim=1)
+    return torch.where(mask, mse, 0.0).sum() / mask.sum()

@@ -34,13 +34,12 @@ subprocesses, so nothing to tune on small machines.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
-from fractions import Fraction
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
+from diamond_pl.envs.base import EnvStep
+from diamond_pl.envs.resize import area_resize, area_resize_weights
 from diamond_pl.games import gym_id, validate_game
 
 __all__ = ["AtariEnv", "EnvStep", "area_resize", "area_resize_weights", "rom_name"]
@@ -49,18 +48,6 @@ FRAME_SKIP = 4
 MAX_NUM_FRAMES_PER_EPISODE = 108_000
 SCREEN_HW = (210, 160)
 STATE_VERSION = 1
-
-
-@dataclass
-class EnvStep:
-    """One step of N envs (numpy arrays)."""
-
-    obs: np.ndarray  # uint8 (N,3,H,W): next observation (first obs of the new episode for envs that were reset)
-    rew: np.ndarray  # float32 (N,): raw reward summed over the skipped frames
-    end: np.ndarray  # bool (N,): terminated (train env: also on life loss)
-    trunc: np.ndarray  # bool (N,): ALE 108k-frame truncation
-    life_loss: np.ndarray  # bool (N,)
-    final_obs: np.ndarray  # uint8 (N,3,H,W): last observation of the finished episode, valid where end | trunc
 
 
 def rom_name(game: str) -> str:
@@ -72,65 +59,6 @@ def rom_name(game: str) -> str:
             out.append("_")
         out.append(ch.lower())
     return "".join(out)
-
-
-@lru_cache(maxsize=None)
-def area_resize_weights(src: int, dst: int) -> tuple[np.ndarray, np.ndarray]:
-    """Area-interpolation weights from ``src`` pixels to ``dst`` cells, as integers.
-
-    Cell d covers ``[d*src/dst, (d+1)*src/dst)``; the weight of source pixel s in cell d is ``overlap * dst / src``.
-    Overlaps are multiples of ``1/dst``, so ``src * weight`` is an integer: returns ``(index, numer)``, int64 and
-    int32 (dst, K) (K = most pixels a cell touches, padded with index 0 / weight 0); ``numer`` rows sum to ``src``.
-    """
-    if not 0 < dst <= src:
-        raise ValueError(f"area resize only downsamples: got {src} -> {dst}")
-    scale = Fraction(src, dst)
-    cells: list[list[tuple[int, int]]] = []
-    for d in range(dst):
-        lo, hi = d * scale, (d + 1) * scale
-        cell = []
-        for s in range(int(lo), min(src, -(-hi.numerator // hi.denominator))):
-            overlap = min(hi, Fraction(s + 1)) - max(lo, Fraction(s))
-            if overlap > 0:
-                numer = overlap * dst
-                assert numer.denominator == 1
-                cell.append((s, int(numer)))
-        cells.append(cell)
-    k = max(len(c) for c in cells)
-    index = np.zeros((dst, k), dtype=np.int64)
-    numer = np.zeros((dst, k), dtype=np.int32)
-    for d, cell in enumerate(cells):
-        for j, (s, w) in enumerate(cell):
-            index[d, j], numer[d, j] = s, w
-    assert (numer.sum(1) == src).all()
-    index.setflags(write=False)
-    numer.setflags(write=False)
-    return index, numer
-
-
-def area_resize(frame: np.ndarray, size: int) -> np.ndarray:
-    """(H, W, C) uint8 -> (C, size, size) uint8 by area interpolation, in exact integer arithmetic.
-
-    Each output value is the area-weighted mean of the source pixels its cell covers, rounded to nearest. This is
-    what ``cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)`` computes (in float32) when downscaling.
-    For 210x160 -> 64x64 the exact mean is a multiple of 1/525, never a tie and at least 1/1050 away from a
-    rounding boundary, far more than float32's accumulated error, so the results are identical (checked against the
-    reference's frames, 0 difference). For other sizes exact ties (x.5) round up, where cv2's float error decides.
-    """
-    h, w, c = frame.shape
-    yi, yw = area_resize_weights(h, size)
-    xi, xw = area_resize_weights(w, size)
-    x = frame.reshape(h, w * c).astype(np.int32)  # sums stay below 255 * 210 * 160 < 2**31
-    rows = x[yi[:, 0]] * yw[:, 0, None]
-    for k in range(1, yi.shape[1]):
-        rows += x[yi[:, k]] * yw[:, k, None]
-    cols = rows.reshape(size, w, c).transpose(1, 0, 2).reshape(w, size * c)  # (W, size*C), scaled by h
-    acc = cols[xi[:, 0]] * xw[:, 0, None]
-    for k in range(1, xi.shape[1]):
-        acc += cols[xi[:, k]] * xw[:, k, None]  # (size_x, size_y*C), scaled by h*w
-    denom = h * w
-    out = (2 * acc + denom) // (2 * denom)
-    return np.ascontiguousarray(out.astype(np.uint8).reshape(size, size, c).transpose(2, 1, 0))
 
 
 def _ale_seeds(seed: int | None) -> tuple[int, int]:

@@ -145,8 +145,8 @@ class EnvLoop:
         )
 
 
-class TorchAtariEnv:
-    """A real `AtariEnv` behind the `TorchEnv` interface (float frames on `device`), for model-free training (§9.5)."""
+class TorchRealEnv:
+    """A real pixel env (`envs/base.py`) behind the `TorchEnv` interface (float frames on `device`), for model-free training (§9.5)."""
 
     def __init__(self, env, device: torch.device | str = "cpu") -> None:
         self.env, self.device = env, torch.device(device)

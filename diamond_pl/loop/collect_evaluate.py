@@ -34,12 +34,12 @@ from lightning.pytorch.callbacks import Callback
 
 from diamond_pl.data.collector import Collector, RandomPolicy
 from diamond_pl.data.episode import Episode
-from diamond_pl.envs.atari import AtariEnv
-from diamond_pl.games import human_normalised_score
 from diamond_pl.atomic import atomic_write
 from diamond_pl.errors import ConfigError
 from diamond_pl.loop import interrupt
 from diamond_pl.loop.evaluation import imagined_vs_real, log_gif, side_by_side_gif, world_model_test_metrics
+from diamond_pl.loop.progress import announce
+from diamond_pl.loop.results import results_path, write_final_results
 from diamond_pl.loop.resume import FINAL_NAME, START_NAME, marker_path, write_marker
 from diamond_pl.modules.actor_critic import ActorCriticPolicy
 
@@ -153,7 +153,7 @@ class CollectAndEvaluate(Callback):
             return
         if dm.is_static or pl_module.model_free:
             return
-        env = AtariEnv(pl_module.game, num_envs=1, done_on_life_loss=True, noop_max=self.noop_max)
+        env = pl_module.env_spec.make(1, train=True, noop_max=self.noop_max)
         self.policy = ActorCriticPolicy(pl_module.actor_critic.net, pl_module.actor_critic.loss_cfg.temperature)
         self.collector = Collector(env, dm.train_store, self.policy, self.epsilon, reset_every_collect=False, seed=self.seed)
 
@@ -185,6 +185,8 @@ class CollectAndEvaluate(Callback):
         elif self.finished:
             self._say(trainer, f"this run is finished (final evaluation committed in {FINAL_NAME}"
                                f"{self._final_summary()}); nothing to do")
+            if not results_path(dm.run_dir).is_file():  # killed between final.ckpt and results.json
+                self._write_results(trainer, pl_module)
         elif self.epochs_done >= trainer.fit_loop.max_epochs:  # killed after its last epoch, before final.ckpt
             self._say(trainer, "resuming the final evaluation (all training epochs are done)")
             self._final_evaluation(trainer, pl_module, loaded=trainer._checkpoint_connector._loaded_checkpoint)
@@ -243,8 +245,15 @@ class CollectAndEvaluate(Callback):
             dm = trainer.datamodule
             ckpt[type(dm).__qualname__] = dm.state_dict()
             atomic_write(dirpath / FINAL_NAME, lambda f: torch.save(ckpt, f))
+        self._write_results(trainer, pl_module)
         if trainer.world_size > 1:
             trainer.strategy.barrier("final_evaluation")
+
+    def _write_results(self, trainer: L.Trainer, pl_module) -> None:
+        """<run_dir>/results.json (for sweep/report), derived from what final.ckpt committed: written after it, and
+        again by a resume of the finished run if a kill came in between."""
+        if trainer.global_rank == 0 and self.final_eval_episodes > 0 and not trainer.datamodule.is_static:
+            write_final_results(trainer, pl_module, seed=self.seed, epochs=self.epochs_done)
 
     def _final_summary(self) -> str:
         m = self.final_metrics
@@ -261,6 +270,7 @@ class CollectAndEvaluate(Callback):
     def _initial_collection(self, trainer: L.Trainer, pl_module) -> None:
         store = trainer.datamodule.train_store
         self._lengths_before = list(store.lengths)
+        announce(trainer, f"initial collection: {self.initial_steps_min:,}+ random-policy env steps")
         random_policy = RandomPolicy(pl_module.num_actions, seed=None if self.seed is None else self.seed + 2)
         self.collector.policy = random_policy  # zero-initialised actor = uniform; a random policy says so plainly
         self.collector.collect(num_steps=self.initial_steps_min)
@@ -287,6 +297,7 @@ class CollectAndEvaluate(Callback):
             return
         if broadcast:
             self._lengths_before = list(store.lengths)
+        announce(trainer, f"collecting {self.steps_per_epoch} env steps")
         episodes = self.collector.collect(num_steps=self.steps_per_epoch)
         if broadcast:
             self._send_data(trainer)
@@ -339,9 +350,10 @@ class CollectAndEvaluate(Callback):
         dm = trainer.datamodule
         metrics: dict[str, float] = {}
         if not dm.is_static and num_episodes > 0:
+            announce(trainer, f"{'final ' if prefix == 'final' else ''}evaluation: {num_episodes} test episode(s)")
             dm.test_store.begin_version(version)
             num_envs = min(self.num_eval_envs, num_episodes)
-            env = AtariEnv(pl_module.game, num_envs=num_envs, done_on_life_loss=False, noop_max=self.noop_max)
+            env = pl_module.env_spec.make(num_envs, train=False, noop_max=self.noop_max)
             try:
                 policy = ActorCriticPolicy(pl_module.actor_critic.net, pl_module.actor_critic.loss_cfg.temperature)
                 collector = Collector(env, dm.test_store, policy, 0.0, reset_every_collect=True,
@@ -357,12 +369,15 @@ class CollectAndEvaluate(Callback):
                 f"{prefix}/return_min": float(returns.min()),
                 f"{prefix}/return_max": float(returns.max()),
                 f"{prefix}/length_mean": float(np.mean([e["length"] for e in episodes])),
-                f"{prefix}/human_normalised_score": human_normalised_score(pl_module.game, float(returns.mean())),
             })  # fmt: skip
+            hns = pl_module.env_spec.normalised_score(float(returns.mean()))
+            if hns is not None:  # Atari only: other envs have no human reference score
+                metrics[f"{prefix}/human_normalised_score"] = hns
         if model_tests and not pl_module.model_free and len(dm.test_store) > 0:
             metrics.update({k: float(v) for k, v in world_model_test_metrics(pl_module, dm).items()})
             self._log_dream(trainer, pl_module, dm)
         self._log(trainer, metrics)
+        self.last_metrics = metrics  # for the end-of-fit summary line
         return metrics
 
     def _log_dream(self, trainer: L.Trainer, pl_module, dm) -> None:

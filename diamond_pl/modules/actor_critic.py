@@ -7,17 +7,19 @@ imagined envs persist across steps (truncated BPTT), so consecutive updates cont
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-import lightning as L
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from diamond_pl.data.frames import uint8_to_float
 from diamond_pl.envs.env_loop import EnvLoop, policy_step
-from diamond_pl.modules.lambda_returns import actor_critic_loss, lambda_returns
-from diamond_pl.modules.optim import OptimConfig, configure_adamw
+from diamond_pl.modules.lambda_returns import lambda_returns
+from diamond_pl.modules.component import Component
+from diamond_pl.modules.optim import OptimConfig
 from diamond_pl.nets.actor_critic_net import ActorCriticNet, ActorCriticNetConfig
 
 
@@ -31,11 +33,48 @@ class ActorCriticLossConfig:
     temperature: float = 1.0  # actor temperature when sampling actions; < 1 for games like Freeway (DIAMOND #34)
 
 
+def actor_critic_loss(
+    logits: Tensor,
+    values: Tensor,
+    actions: Tensor,
+    returns: Tensor,
+    entropy_weight: float = 0.001,
+    value_weight: float = 1.0,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """REINFORCE with the value as baseline, value regression on the lambda returns, entropy bonus (spec §7.4).
+
+    logits (B, T, A), values (B, T), actions int64 (B, T), returns (B, T). Every term is a plain mean over B x T.
+    Returns the total loss and detached metrics (policy_entropy in bits, loss_actions, loss_entropy, loss_values,
+    loss_total).
+    """
+    returns = returns.detach()
+    log_probs = F.log_softmax(logits, dim=-1)
+    log_prob_act = log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+    entropy = -(log_probs.exp() * log_probs).sum(dim=-1)  # nats
+
+    advantage = (returns - values).detach()  # no advantage normalisation
+    loss_actions = -(log_prob_act * advantage).mean()
+    loss_entropy = -entropy_weight * entropy.mean()
+    loss_values = value_weight * F.mse_loss(values, returns)
+    loss = loss_actions + loss_entropy + loss_values
+
+    metrics = {
+        "policy_entropy": entropy.detach().mean() / math.log(2),
+        "loss_actions": loss_actions.detach(),
+        "loss_entropy": loss_entropy.detach(),
+        "loss_values": loss_values.detach(),
+        "loss_total": loss.detach(),
+    }
+    return loss, metrics
+
+
 def actor_critic_optim() -> OptimConfig:
     return OptimConfig(lr=1e-4, eps=1e-8, weight_decay=0.0, warmup_steps=100, max_grad_norm=100.0)
 
 
-class ActorCriticModule(L.LightningModule):
+class ActorCriticModule(Component):
+    name = "actor_critic"
+
     def __init__(
         self,
         net: ActorCriticNetConfig,
@@ -51,8 +90,8 @@ class ActorCriticModule(L.LightningModule):
     def forward(self, obs: Tensor, hx_cx: tuple[Tensor, Tensor] | None = None):
         return self.net(obs, hx_cx)
 
-    def imagination_loss(self, env_loop: EnvLoop) -> tuple[Tensor, dict[str, Tensor]]:
-        """Roll the policy out in imagination for one chunk and compute the loss on it."""
+    def loss(self, env_loop: EnvLoop) -> tuple[Tensor, dict[str, Tensor]]:
+        """Roll the policy out for one chunk (in imagination, or real envs in model-free mode), loss on it."""
         cfg = self.loss_cfg
         rollout = env_loop.rollout(cfg.backup_every)
         returns = lambda_returns(rollout.rew, rollout.end, rollout.trunc, rollout.value_bootstrap, cfg.gamma, cfg.lambda_)
@@ -66,9 +105,8 @@ class ActorCriticModule(L.LightningModule):
     def make_env_loop(self, env, epsilon: float = 0.0, generator: torch.Generator | None = None) -> EnvLoop:
         return EnvLoop(env, self.net, temperature=self.loss_cfg.temperature, epsilon=epsilon, generator=generator)
 
-    def configure_optimizers(self):
-        opt, sched = configure_adamw(self.net, self.optim_cfg)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+    def trainable(self) -> torch.nn.Module:
+        return self.net
 
 
 class ActorCriticPolicy:

@@ -11,25 +11,58 @@ so copying is a strong baseline that a useful world model must beat.
 
 from __future__ import annotations
 
-import lightning as L
 import torch
 from torch import Tensor
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from diamond_pl.data.batch import Batch
-from diamond_pl.diffusion.edm import Denoiser, DiffusionConfig
+from diamond_pl.diffusion.edm import (
+    Denoiser, DiffusionConfig, add_training_noise, masked_mse, per_sample, sample_training_sigma,
+)
 from diamond_pl.diffusion.sampler import DiffusionSampler, SamplerConfig
-from diamond_pl.modules.optim import OptimConfig, configure_adamw
+from diamond_pl.modules.component import Component
+from diamond_pl.modules.optim import OptimConfig
 from diamond_pl.nets.denoiser_net import DenoiserNet, DenoiserNetConfig
 
 DATA_RANGE = 2.0  # frames live in [-1, 1]
+
+
+def denoiser_loss(
+    denoiser: Denoiser, obs: Tensor, act: Tensor, mask_padding: Tensor, generator: torch.Generator | None = None
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """DIAMOND's denoiser loss over a batch of segments (spec §3.4-3.5): EDM's per-frame loss, unrolled.
+
+    obs (B, T, C, H, W) float in [-1, 1] with padding frames already 0; act (B, T) int64; mask_padding (B, T) bool.
+    For i in 0 .. T-n-1: condition on frames i..i+n-1 and actions i..i+n-1 of a working copy, denoise frame i+n
+    from a fresh training sigma, MSE in F-space over real targets; then put the quantised one-step D in place of
+    frame i+n, so later iterations condition on the model's own reconstruction. Loss = mean over iterations.
+    """
+    n = denoiser.num_steps_conditioning
+    b, t = obs.shape[:2]
+    assert t > n, f"need more than {n} frames, got {t}"
+    frames = list(obs.unbind(dim=1))  # the working copy: frames are replaced, never written in place
+    losses = []
+    for i in range(t - n):
+        x = frames[i + n]
+        sigma = sample_training_sigma(b, denoiser.train_sigma_loc, denoiser.train_sigma_scale, denoiser.train_sigma_min,
+                                      denoiser.train_sigma_max, generator, obs.device)
+        y = add_training_noise(x, sigma, denoiser.sigma_offset_noise, generator)
+        out, cs = denoiser.model_output(y, sigma, torch.stack(frames[i : i + n], dim=1), act[:, i : i + n])
+        # the regression target of F that makes D(y) = x; MSE on F is EDM's loss weighting 1 / c_out^2
+        target = (x - per_sample(cs.c_skip, y) * y) / per_sample(cs.c_out, y)
+        losses.append(masked_mse(out, target, mask_padding[:, i + n]))
+        frames[i + n] = denoiser.denoised(y, out.detach(), cs)
+    loss = torch.stack(losses).mean()
+    return loss, {"loss_denoising": loss.detach()}
 
 
 def denoiser_optim() -> OptimConfig:
     return OptimConfig(lr=1e-4, eps=1e-8, weight_decay=0.01, warmup_steps=100, max_grad_norm=1.0)
 
 
-class DenoiserModule(L.LightningModule):
+class DenoiserModule(Component):
+    name = "denoiser"
+
     def __init__(
         self,
         net: DenoiserNetConfig,
@@ -60,7 +93,7 @@ class DenoiserModule(L.LightningModule):
         return self.net_cfg.num_steps_conditioning
 
     def loss(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
-        return self.denoiser.compute_loss(batch.obs_float(), batch.act, batch.mask_padding)
+        return denoiser_loss(self.denoiser, batch.obs_float(), batch.act, batch.mask_padding)
 
     @torch.no_grad()
     def sample_next_obs(self, prev_obs: Tensor, prev_act: Tensor, **kwargs) -> Tensor:
@@ -101,6 +134,5 @@ class DenoiserModule(L.LightningModule):
             metric.reset()
         return out
 
-    def configure_optimizers(self):
-        opt, sched = configure_adamw(self.denoiser, self.optim_cfg)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+    def trainable(self) -> torch.nn.Module:
+        return self.denoiser

@@ -396,7 +396,7 @@ def phase_actor_critic(ctx: Context, agent) -> Callable[[], None]:
     opt, sched = _optimizer(module)
 
     def step():
-        loss, _ = module.imagination_loss(env_loop)
+        loss, _ = module.loss(env_loop)
         _update(module, loss, opt, sched)
 
     return step
@@ -412,10 +412,8 @@ def phase_env(ctx: Context, agent):
     """One repeat = one epoch's collection: 100 steps of 1 train env (epsilon 0.01), episodes saved to disk."""
     from diamond_pl.data.collector import Collector
     from diamond_pl.data.store import EpisodeStore
-    from diamond_pl.envs.atari import AtariEnv
-
     steps = int(ctx.args["env_steps"])
-    env = AtariEnv(agent.game, num_envs=1, done_on_life_loss=True, seed=ctx.seed)
+    env = agent.env_spec.make(1, train=True, seed=ctx.seed)
     store = EpisodeStore(ctx.tmp / "env_train", "train_dataset")
     collector = Collector(env, store, _policy(agent), epsilon=0.01, seed=ctx.seed)
 
@@ -429,11 +427,9 @@ def phase_eval(ctx: Context, agent):
     """One repeat = full test games on `num_eval_envs` parallel envs, capped at `eval_steps` steps per env."""
     from diamond_pl.data.collector import Collector
     from diamond_pl.data.store import EpisodeStore
-    from diamond_pl.envs.atari import AtariEnv
-
     num_envs = int(ctx.args["eval_envs"])
     cap = int(ctx.args["eval_steps"]) * num_envs
-    env = AtariEnv(agent.game, num_envs=num_envs, done_on_life_loss=False, seed=ctx.seed + 1)
+    env = agent.env_spec.make(num_envs, train=False, seed=ctx.seed + 1)
     store = EpisodeStore(ctx.tmp / "eval_test", "test_dataset")
     collector = Collector(env, store, _policy(agent), epsilon=0.0, reset_every_collect=True, seed=ctx.seed)
     record: dict[str, list] = {"episodes": [], "lengths": []}
@@ -459,9 +455,11 @@ def build_agent(cfg: dict, scale: float):
 
     model = {k: v for k, v in cfg["model"].items() if k != "fast"}
     model = scale_model(model, scale)
-    game = cfg.get("data", {}).get("game", model.pop("game", "Breakout"))
+    from diamond_pl.train import ENV_KEYS
+
     model.pop("game", None)
-    return DiamondAgent(game=game, **model)
+    data = cfg.get("data", {})
+    return DiamondAgent(env={k: data[k] for k in ENV_KEYS if k in data}, **model)
 
 
 def run_variant(spec: dict) -> dict:

@@ -105,7 +105,7 @@ def agent_from_reference(state_dict: dict, game: str | None = None, source: str 
     arch = infer_architecture(state_dict, source)
     game = resolve_game(arch.num_actions, game, source)
     try:
-        agent = DiamondAgent(game, denoiser=arch.denoiser, rew_end_model=arch.rew_end_model,
+        agent = DiamondAgent({"game": game}, denoiser=arch.denoiser, rew_end_model=arch.rew_end_model,
                              actor_critic=arch.actor_critic)  # fmt: skip
     except (AssertionError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{source}: the inferred architecture {arch} cannot be built ({e}); {FIX_FILE}") from e
@@ -165,7 +165,7 @@ def load_agent(
                 f"{source}: a Lightning checkpoint that does not fit DiamondAgent ({type(e).__name__}: "
                 f"{str(e).strip()[:500]}); was it written by another project or an incompatible diamond_pl version?"
             ) from e
-        if game is not None and validate_game(game) != agent.game:
+        if game is not None and (not agent.env_spec.is_atari or validate_game(game) != agent.game):
             raise CheckpointError(f"{source}: the checkpoint's agent plays {agent.game}, not {validate_game(game)}")
         return agent.eval()
     return agent_from_reference(obj, game, source).to(map_location)

@@ -11,13 +11,15 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
-
+from diamond_pl.games import UnknownGameError, validate_game
 from diamond_pl.errors import UsageError, run_command
-from diamond_pl.games import NUM_ACTIONS, UnknownGameError, validate_game
-from diamond_pl.tools.checkpoints import CheckpointError, load_agent
+
+if TYPE_CHECKING:
+    import torch
+# torch and the checkpoint loader are imported inside the functions that use them: `<tool> --help` and the parsers
+# must not wait seconds for torch (tests/test_cli.py checks sys.modules after --help)
 
 DEFAULT_GAME = "Breakout"  # what a config without `data.game` trains (ReplayDataModule's default)
 
@@ -44,6 +46,8 @@ def run_tool(command: str, fn: Callable[[], object]) -> None:
 
 def pick_device(name: str | None) -> torch.device:
     """`cpu`, `cuda`, `cuda:1`, or None/`auto` = the GPU when there is one."""
+    import torch
+
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -59,6 +63,8 @@ def load_tool_agent(ckpt_path: str | os.PathLike, device: torch.device, config: 
     """The agent of a diamond_pl checkpoint (or a reference DIAMOND .pt) in eval mode on `device`.
 
     With `config`, the YAML's game and action counts must agree with the checkpoint's."""
+    from diamond_pl.tools.checkpoints import load_agent
+
     path = Path(ckpt_path)
     if not path.exists():
         raise ToolError(f"--ckpt_path {path}: no such file (a diamond_pl .ckpt from `fit`/`import-diamond`, "
@@ -66,13 +72,16 @@ def load_tool_agent(ckpt_path: str | os.PathLike, device: torch.device, config: 
     agent = load_agent(path, map_location=device)
     agent = agent.to(device).eval()
     if config is not None:
-        check_config(config, agent.game, path)
+        check_config(config, agent.env_spec, path)
     return agent
 
 
-def check_config(config: str | os.PathLike, ckpt_game: str, ckpt_path: str | os.PathLike) -> None:
-    """Refuse a config whose game or action counts disagree with the checkpoint's agent."""
+def check_config(config: str | os.PathLike, ckpt_env, ckpt_path: str | os.PathLike) -> None:
+    """Refuse a config whose env (game or env id, frame size) or action counts disagree with the checkpoint's agent
+    (`ckpt_env`: its EnvSpec)."""
     import yaml
+
+    from diamond_pl.modules.component import COMPONENTS
 
     path = Path(config)
     if not path.is_file():
@@ -82,25 +91,26 @@ def check_config(config: str | os.PathLike, ckpt_game: str, ckpt_path: str | os.
     except yaml.YAMLError as e:
         raise ToolError(f"--config {path}: not valid YAML ({e})") from None
     data, model = cfg.get("data") or {}, cfg.get("model") or {}
-    named = data.get("game") or model.get("game")
+    named = data.get("env_id") or data.get("game") or model.get("game")
     try:
-        game = validate_game(named) if named else DEFAULT_GAME
+        env = data["env_id"] if data.get("env_id") else validate_game(named or DEFAULT_GAME)
     except UnknownGameError as e:
         raise ToolError(f"--config {path}: {e}") from None
     source = "" if named else " (its default: the config names no data.game)"
-    ckpt_actions = NUM_ACTIONS[ckpt_game]
-    if game != ckpt_game:
+    if env != ckpt_env.name:
         raise ToolError(
-            f"config {path} is for {game}{source} ({NUM_ACTIONS[game]} actions) but checkpoint {ckpt_path} holds a "
-            f"{ckpt_game} agent ({ckpt_actions} actions); pass the config of the run that wrote the checkpoint, or "
-            f"leave --config out (the checkpoint alone rebuilds the agent)"
+            f"config {path} is for {env}{source} but checkpoint {ckpt_path} holds a {ckpt_env.name} agent "
+            f"({ckpt_env.num_actions} actions); pass the config of the run that wrote the checkpoint, or leave "
+            f"--config out (the checkpoint alone rebuilds the agent)"
         )
-    for part in ("denoiser", "rew_end_model", "actor_critic"):
+    size = data.get("img_size")
+    if size is not None and int(size) != ckpt_env.img_size:
+        raise ToolError(f"config {path} sets data.img_size = {size} but checkpoint {ckpt_path} holds an agent for "
+                        f"{ckpt_env.img_size}x{ckpt_env.img_size} frames")
+    for part in COMPONENTS:
         n = (model.get(part) or {}).get("num_actions")
-        if n is not None and int(n) != ckpt_actions:
+        if n is not None and int(n) != ckpt_env.num_actions:
             raise ToolError(
-                f"config {path} sets model.{part}.num_actions = {n} but checkpoint {ckpt_path} holds a {ckpt_game} "
-                f"agent with {ckpt_actions} actions"
+                f"config {path} sets model.{part}.num_actions = {n} but checkpoint {ckpt_path} holds a "
+                f"{ckpt_env.name} agent with {ckpt_env.num_actions} actions"
             )
-
-

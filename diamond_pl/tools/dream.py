@@ -27,17 +27,16 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
-from diamond_pl.data.episode import EpisodeFileError
-from diamond_pl.data.frames import uint8_to_float
-from diamond_pl.data.store import EpisodeStore
-from diamond_pl.envs.atari import AtariEnv
-from diamond_pl.modules.actor_critic import ActorCriticPolicy
+import numpy as np
+
 from diamond_pl.tools.common import ToolError, load_tool_agent, pick_device, run_tool, tool_parser
-from diamond_pl.tools.imagined_env import ImaginedEnv
-from diamond_pl.tools.video import check_mp4_support, compose, save_animation, save_strip, to_uint8
+
+if TYPE_CHECKING:
+    from diamond_pl.envs.base import PixelEnv
+    from diamond_pl.modules.actor_critic import ActorCriticPolicy
+# torch, the emulator and the networks are imported inside the functions that use them: `dream --help` stays fast
 
 COMMAND = "dream"
 DEFAULT_LIVE_START = 20
@@ -108,8 +107,12 @@ def parse_actions(text: str, meanings: list[str]) -> list[int]:
     return out
 
 
-def live_start(env: AtariEnv, actor: ActorCriticPolicy, n: int, start_step: int, seed: int | None) -> Start:
+def live_start(env: PixelEnv, actor: ActorCriticPolicy, n: int, start_step: int, seed: int | None) -> Start:
     """Play the policy for `start_step` steps; the env stays at that state for the replay."""
+    import torch
+
+    from diamond_pl.data.frames import uint8_to_float
+
     if start_step < n - 1:
         raise ToolError(f"--start-step must be >= {n - 1}: the world model needs {n} real frames of context")
     obs = env.reset(seed=seed)
@@ -124,10 +127,13 @@ def live_start(env: AtariEnv, actor: ActorCriticPolicy, n: int, start_step: int,
         frames.append(obs[0])
         actions.append(a)
     return Start(obs=np.stack(frames[-n:]), act=np.array(actions[len(actions) - (n - 1):] + [0], dtype=np.int64),
-                 description=f"live {env.game} test env, seed {seed}, start step {start_step}")
+                 description=f"live test env, seed {seed}, start step {start_step}")
 
 
 def recorded_start(data_dir: Path, episode: int | None, start_step: int | None, horizon: int, n: int) -> Start:
+    from diamond_pl.data.episode import EpisodeFileError
+    from diamond_pl.data.store import EpisodeStore
+
     try:
         store = EpisodeStore.import_directory(data_dir, "dataset", read_only=True)
     except EpisodeFileError as e:
@@ -155,6 +161,13 @@ def recorded_start(data_dir: Path, episode: int | None, start_step: int | None, 
 
 
 def dream(args: argparse.Namespace) -> dict:
+    import torch
+
+    from diamond_pl.data.frames import uint8_to_float
+    from diamond_pl.modules.actor_critic import ActorCriticPolicy
+    from diamond_pl.tools.imagined_env import ImaginedEnv
+    from diamond_pl.tools.video import check_mp4_support, compose, save_animation, save_strip, to_uint8
+
     if args.horizon < 1:
         raise ToolError(f"--horizon must be >= 1, got {args.horizon}")
     if args.scale < 1 or args.fps <= 0:
@@ -177,9 +190,9 @@ def dream(args: argparse.Namespace) -> dict:
     temperature = agent.actor_critic.loss_cfg.temperature if args.temperature is None else args.temperature
     actor = ActorCriticPolicy(agent.actor_critic.net, temperature)
 
-    env = None if recorded else AtariEnv(agent.game, 1, done_on_life_loss=False, seed=args.seed)
+    env = None if recorded else agent.env_spec.make(1, train=False, seed=args.seed)
     try:
-        meanings = env.action_meanings if env is not None else _action_meanings(agent.game)
+        meanings = env.action_meanings if env is not None else agent.env_spec.action_meanings
         plan = parse_actions(args.actions, meanings) if args.actions is not None else None
         if recorded:
             start = recorded_start(args.data_dir, args.episode, args.start_step, args.horizon, n)
@@ -252,7 +265,7 @@ def dream(args: argparse.Namespace) -> dict:
     return summary
 
 
-def replay(env: AtariEnv, actions: list[int]) -> list[tuple[np.ndarray, float, int]]:
+def replay(env: PixelEnv, actions: list[int]) -> list[tuple[np.ndarray, float, int]]:
     """Step the real env with `actions` -> (frame, reward, over) per step, over = 0 while playing, 1 on the step
     that ends the game, 2 after it (the last frame is held; the env is not stepped into a new game)."""
     out, last, over = [], None, 0
@@ -272,12 +285,6 @@ def _real_title(recorded: bool) -> str:
     return "real (recorded episode)" if recorded else "real (same actions)"
 
 
-def _action_meanings(game: str) -> list[str]:
-    env = AtariEnv(game, 1, done_on_life_loss=False)
-    try:
-        return list(env.action_meanings)
-    finally:
-        env.close()
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -17,12 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from diamond_pl.data.collector import Collector
-from diamond_pl.envs.atari import AtariEnv
-from diamond_pl.games import human_normalised_score
-from diamond_pl.modules.actor_critic import ActorCriticPolicy
 from diamond_pl.atomic import atomic_write_bytes
 from diamond_pl.tools.common import ToolError, load_tool_agent, pick_device, run_tool, tool_parser
 
@@ -70,6 +65,11 @@ class _ScoreSink:
 def evaluate(agent, episodes: int, num_envs: int = 8, epsilon: float = 0.0, temperature: float | None = None,
              noop_max: int = 30, seed: int | None = None, on_episode=None) -> dict:
     """Play `episodes` full test games; returns the summary dict written by `--json`."""
+    import torch  # here, not at the top: `evaluate --help` must not wait for torch or the emulator
+
+    from diamond_pl.data.collector import Collector
+    from diamond_pl.modules.actor_critic import ActorCriticPolicy
+
     if episodes < 1:
         raise ToolError(f"--episodes must be >= 1, got {episodes}")
     if num_envs < 1:
@@ -85,7 +85,7 @@ def evaluate(agent, episodes: int, num_envs: int = 8, epsilon: float = 0.0, temp
     if seed is not None:
         torch.manual_seed(seed)  # the actor samples its actions from torch's global generator
     sink = _ScoreSink(on_episode)
-    env = AtariEnv(agent.game, num_envs=num_envs, done_on_life_loss=False, noop_max=noop_max, seed=seed)
+    env = agent.env_spec.make(num_envs, train=False, noop_max=noop_max, seed=seed)
     start = time.perf_counter()
     try:
         policy = ActorCriticPolicy(agent.actor_critic.net, temperature)
@@ -104,7 +104,7 @@ def evaluate(agent, episodes: int, num_envs: int = 8, epsilon: float = 0.0, temp
         "return_min": float(returns.min()),
         "return_max": float(returns.max()),
         "length_mean": float(np.mean(sink.lengths)),
-        "human_normalised_score": human_normalised_score(agent.game, mean),
+        "human_normalised_score": agent.env_spec.normalised_score(mean),  # None outside Atari
         "returns": [float(r) for r in sink.returns],
         "lengths": [int(n) for n in sink.lengths],
         "settings": {"num_envs": num_envs, "epsilon": epsilon, "temperature": temperature, "noop_max": noop_max,
@@ -122,7 +122,8 @@ def _print_table(result: dict, ckpt: str) -> None:
     for col in ("return mean", "std", "min", "max", "length mean", "human-normalised"):
         table.add_column(col, justify="right")
     stats = ("return_mean", "return_std", "return_min", "return_max", "length_mean")
-    table.add_row(*(f"{result[k]:.2f}" for k in stats), f"{result['human_normalised_score']:.3f}")
+    hns = result["human_normalised_score"]
+    table.add_row(*(f"{result[k]:.2f}" for k in stats), "-" if hns is None else f"{hns:.3f}")
     Console().print(table)
 
 

@@ -14,14 +14,7 @@ import hashlib
 import sys
 from pathlib import Path
 
-from diamond_pl.tools.checkpoints import (
-    CheckpointError,
-    agent_from_reference,
-    is_lightning_checkpoint,
-    read_torch_file,
-    save_checkpoint,
-)
-from diamond_pl.tools.reference_format import FORMAT
+# the converter (torch, Lightning) is imported in convert() and main(): `import-diamond --help` must not wait for it
 
 
 def parser() -> argparse.ArgumentParser:
@@ -41,6 +34,16 @@ def parser() -> argparse.ArgumentParser:
 
 def convert(agent_path: Path, out: Path, game: str | None = None, overwrite: bool = False) -> dict:
     """Convert and write; returns a summary (game, inferred configs, parameter count)."""
+    from diamond_pl.tools.checkpoints import (
+        CheckpointError,
+        agent_from_reference,
+        is_lightning_checkpoint,
+        read_torch_file,
+        save_checkpoint,
+    )
+    from diamond_pl.modules.component import COMPONENTS
+    from diamond_pl.tools.reference_format import FORMAT
+
     if out.exists() and not overwrite:
         raise CheckpointError(f"{out}: exists already; pass --overwrite to replace it, or choose another --out")
     if out.resolve() == agent_path.resolve():
@@ -56,7 +59,7 @@ def convert(agent_path: Path, out: Path, game: str | None = None, overwrite: boo
     return {
         "game": agent.game,
         "num_actions": agent.num_actions,
-        **{name: dict(agent.hparams[name]) for name in ("denoiser", "rew_end_model", "actor_critic")},
+        **{name: dict(agent.hparams[name]) for name in COMPONENTS},
         "num_parameters": {name: sum(p.numel() for p in m.parameters()) for name, m in agent.components.items()},
     }
 
@@ -71,9 +74,11 @@ def _sha256(path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
+    from diamond_pl.modules.component import COMPONENTS
+
     summary = convert(args.agent, args.out, args.game, args.overwrite)  # CheckpointError: one line, exit 2 (cli)
     print(f"{args.agent} -> {args.out} ({summary['game']}, {summary['num_actions']} actions)")
-    for name in ("denoiser", "rew_end_model", "actor_critic"):
+    for name in COMPONENTS:
         cfg = {k: v for k, v in summary[name].items() if k != "num_actions"}
         print(f"  {name}: {summary['num_parameters'][name]:,} parameters, {cfg}")
     print("Load it with DiamondAgent.load_from_checkpoint(path, weights_only=True) or diamond_pl.tools.checkpoints.load_agent.")

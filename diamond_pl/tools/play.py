@@ -18,13 +18,15 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import torch
 
 from diamond_pl.tools.common import ToolError, load_tool_agent, pick_device, run_tool, tool_parser
-from diamond_pl.tools.play_dataset import DatasetBrowser, find_datasets
+
+if TYPE_CHECKING:
+    from diamond_pl.tools.play_dataset import DatasetBrowser
+# torch and the replay store are imported where they are used: `play --help` must not wait for torch
 from diamond_pl.tools.play_controls import (
     ACTION_KEYS,
     ENVS,
@@ -204,6 +206,8 @@ def play(args: argparse.Namespace) -> dict:
         raise ToolError("play needs --ckpt_path (a diamond_pl .ckpt or a DIAMOND .pt), or -d DIR for dataset mode")
     if args.game is not None:
         raise ToolError("--game is for dataset mode (-d); in play mode the checkpoint names the game")
+    import torch
+
     from diamond_pl.tools.play_session import PlaySession
 
     device = pick_device(args.device)
@@ -232,15 +236,15 @@ def browse(args: argparse.Namespace, size: int) -> dict:
         raise ToolError("dataset mode (-d) needs no --ckpt_path; use --game GAME to show action names")
     meanings = None
     if args.game is not None:
-        from diamond_pl.envs.atari import AtariEnv
-        from diamond_pl.games import UnknownGameError, validate_game
+        from diamond_pl.envs.spec import EnvSpec
+        from diamond_pl.games import UnknownGameError
 
         try:
-            env = AtariEnv(validate_game(args.game), 1, done_on_life_loss=False)
+            meanings = EnvSpec(game=args.game).action_meanings
         except UnknownGameError as e:
             raise ToolError(f"--game: {e}") from None
-        meanings = list(env.action_meanings)
-        env.close()
+    from diamond_pl.tools.play_dataset import DatasetBrowser, find_datasets
+
     browser = DatasetBrowser(find_datasets(args.dataset), meanings)
     print("datasets:\n" + "\n".join(f"  {p}" for p in browser.datasets))
     if browser.notice:

@@ -27,7 +27,6 @@ from diamond_pl.data.episode import EpisodeFileError
 from diamond_pl.data.frames import float_to_uint8, uint8_to_float
 from diamond_pl.data.sampler import SegmentSampler
 from diamond_pl.data.store import EpisodeStore
-from diamond_pl.envs.atari import AtariEnv
 from diamond_pl.modules.actor_critic import ActorCriticPolicy
 from diamond_pl.tools.common import ToolError
 from diamond_pl.tools.imagined_env import ImaginedEnv
@@ -61,8 +60,8 @@ class PlaySession:
         temperature = agent.actor_critic.loss_cfg.temperature if temperature is None else temperature
         self.actor = ActorCriticPolicy(agent.actor_critic.net, temperature)
         self.envs = {
-            "test": AtariEnv(agent.game, 1, done_on_life_loss=False, seed=seed),
-            "train": AtariEnv(agent.game, 1, done_on_life_loss=True, seed=None if seed is None else seed + 1),
+            "test": agent.env_spec.make(1, train=False, seed=seed),
+            "train": agent.env_spec.make(1, train=True, seed=None if seed is None else seed + 1),
         }
         self.action_meanings = list(self.envs["test"].action_meanings)
         self._tmp = None

@@ -21,8 +21,9 @@ def fit(run_dir: Path, *extra: str, check: bool = True, fast: bool = True) -> su
         f"--data.run_dir={run_dir}", f"--checkpoint.dirpath={run_dir}/checkpoints",
         f"--snapshot.dirpath={run_dir}/checkpoints", f"--trainer.logger.init_args.save_dir={run_dir}/logs", *extra,
     ]  # fmt: skip
-    # the checkout under test first (an installed diamond_pl may be another checkout), then the test callbacks
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests" / "helpers")]), "OMP_NUM_THREADS": "1"}
+    # the checkout under test first (not whichever checkout the editable install points at), then the test helpers
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests" / "helpers")]),
+           "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(args, cwd=run_dir, env=env, capture_output=True, text=True, timeout=900)
     if check and proc.returncode != 0:
         raise AssertionError(f"fit failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
