@@ -241,10 +241,11 @@ class DiamondCLI(LightningCLI):
             return super()._parse_ckpt_path()
         spec = self._fill_paths(cfg)
         ckpt_path = self._resolve_resume(cfg)
-        cfg.ckpt_path = ckpt_path
         if ckpt_path is not None:
             check_checkpoint_env(check_checkpoint(ckpt_path), ckpt_path, spec)
+        # Lightning applies a named file's model hyperparameters (not those behind `last`, as before): call it first
         super()._parse_ckpt_path()
+        self.config[subcommand].ckpt_path = ckpt_path
 
     def _resolve_resume(self, cfg) -> str | None:
         """The checkpoint to resume from (`last` = the newest complete one), or None for a new run. A run folder that
