@@ -1,6 +1,6 @@
 """DiamondAgent: the composite LightningModule that trains DIAMOND's three components (reference spec §9).
 
-It holds `denoiser` (DenoiserModule), `rew_end_model` (RewardEndModule) and `actor_critic` (ActorCriticModule), each
+It holds `denoiser` (DenoiserModule), `rew_end_model` (RewEndModule) and `actor_critic` (ActorCriticModule), each
 with its own AdamW, warm-up schedule and gradient clipping, and optimises them manually: the train iterable yields one
 batch per optimiser step tagged with the component it is for (`data/schedule.py`), and `training_step` dispatches it.
 The actor-critic's "batch" is a marker: its data is an imagined rollout through `WorldModelEnv`, built from the
@@ -30,7 +30,7 @@ from diamond_pl.modules.actor_critic import ActorCriticLossConfig, ActorCriticMo
 from diamond_pl.modules.component import COMPONENTS, Component
 from diamond_pl.modules.denoiser import DenoiserModule, denoiser_optim
 from diamond_pl.modules.optim import OptimConfig
-from diamond_pl.modules.reward_end import RewardEndModule, reward_end_optim
+from diamond_pl.modules.rew_end import RewEndModule, rew_end_optim
 from diamond_pl.nets.actor_critic_net import ActorCriticNetConfig
 from diamond_pl.nets.denoiser_net import DenoiserNetConfig
 from diamond_pl.nets.rew_end_net import RewEndNetConfig
@@ -64,7 +64,7 @@ class DiamondAgent(L.LightningModule):
         sampler: SamplerConfig = SamplerConfig(),
         denoiser_optim: OptimConfig = denoiser_optim(),
         rew_end_model: RewEndNetConfig = RewEndNetConfig(),
-        rew_end_model_optim: OptimConfig = reward_end_optim(),
+        rew_end_model_optim: OptimConfig = rew_end_optim(),
         actor_critic: ActorCriticNetConfig = ActorCriticNetConfig(),
         actor_critic_loss: ActorCriticLossConfig = ActorCriticLossConfig(),
         actor_critic_optim: OptimConfig = actor_critic_optim(),
@@ -91,7 +91,7 @@ class DiamondAgent(L.LightningModule):
             wm_metric_horizon: autoregressive steps of the world-model PSNR/SSIM test metric.
             model_free: train the actor-critic on `world_model_env.num_envs` real train envs instead of imagination,
                 without world-model training or data collection (spec §9.5; not a 100k-step setting).
-            fast: speed-ups that do not change results beyond float noise (perf.py, docs/performance.md):
+            fast: speed-ups that do not change results beyond float noise (diamond_pl/perf/, docs/performance.md):
                 compile, channels_last, CPU threads, TF32, fused AdamW, CUDA graphs / bf16 for imagination.
             game: checkpoints written before `env` existed name only their Atari game.
         """
@@ -129,7 +129,7 @@ class DiamondAgent(L.LightningModule):
             }
         )
         self.denoiser = DenoiserModule(denoiser, sampler, optims["denoiser"], diffusion, wm_metric_horizon)
-        self.rew_end_model = RewardEndModule(rew_end_model, optims["rew_end_model"])
+        self.rew_end_model = RewEndModule(rew_end_model, optims["rew_end_model"])
         self.actor_critic = ActorCriticModule(actor_critic, actor_critic_loss, optims["actor_critic"])
         self.world_model_env_cfg = world_model_env
         self.model_free = model_free

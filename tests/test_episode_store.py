@@ -9,8 +9,8 @@ import torch
 from diamond_pl.data import episode as episode_module
 from diamond_pl.data.batch import Batch, collate
 from diamond_pl.data.episode import Episode, EpisodeFileError
-from diamond_pl.data.frames import uint8_to_float
 from diamond_pl.data.store import EpisodeStore, bytes_per_step
+from diamond_pl.frames import uint8_to_float
 
 
 def make_episode(length, finished=True, seed=0, trunc=False):

@@ -1,4 +1,4 @@
-"""Fast paths (diamond_pl/perf.py) compute what eager computes, keep checkpoints compatible, and the benchmark command
+"""Fast paths (diamond_pl/perf/) compute what eager computes, keep checkpoints compatible, and the benchmark command
 runs end to end. Tiny networks only; the torch.compile comparison is marked slow (CPU compilation takes minutes)."""
 
 import json
@@ -202,7 +202,7 @@ def test_benchmark_command_end_to_end(tmp_path):
     out = tmp_path / "bench.json"
     main(["benchmark", "--config", "configs/smoke.yaml", "--json", str(out), "--repeats", "1", "--warmup", "1",
           "--batch-size", "2", "--threads", "1", "--no-compile", "--in-process", "--env-steps", "20",
-          "--eval-steps", "20", "--eval-envs", "2", "--peak-size", "256", "--quiet"])
+          "--eval-episodes", "1", "--eval-envs", "1", "--peak-size", "256", "--quiet"])
     result = json.loads(out.read_text())
     assert result["paper_size"] is False
     assert {"cpu_model", "logical_cpus", "torch", "torch_threads", "loadavg"} <= set(result["machine"])
@@ -223,6 +223,8 @@ def test_benchmark_command_end_to_end(tmp_path):
             assert r["utilisation"] == pytest.approx(r["flops"] / r["median_s"] / r["peak_flops_per_s"])
         assert phases["env"]["steps_per_repeat"] == 20
         assert {"steps_per_s", "episodes_finished", "episodes_per_s"} <= set(phases["eval"])
+        assert phases["eval"]["episodes_finished"] == 1  # one evaluation of --eval-episodes per timed repeat
+        assert variant["threads"] == 1  # both variants at the same thread count
         proj = variant["projection"]
         assert {"seconds", "total_s", "total_hours", "missing", "paper_size", "counts"} <= set(proj)
         assert proj["counts"]["denoiser"] == 409_600 and proj["counts"]["actor_critic"] == 404_600
@@ -258,7 +260,7 @@ def test_compiling_for_a_cpu_without_a_vector_isa_warns(monkeypatch):
 
 
 def test_unit_utilisation_pairs_each_unit_with_the_peak_around_it():
-    from diamond_pl.tools.benchmark import unit_utilisation
+    from diamond_pl.perf.measure import unit_utilisation
 
     # two units of 100 FLOPs: 1 s between peaks 200 and 100 FLOP/s, then 2 s between 100 and 100
     around, util = unit_utilisation(100, [1.0, 2.0], [200.0, 100.0, 100.0])
@@ -270,7 +272,7 @@ def test_unit_utilisation_pairs_each_unit_with_the_peak_around_it():
 @pytest.mark.parametrize("batch_first", [True, False])
 def test_fused_lstm_flops_equal_those_of_its_matmuls(batch_first):
     """torch's counter sees 0 FLOPs in the fused LSTM kernel; ours must count what the unfused LSTM's matmuls count."""
-    from diamond_pl.tools.benchmark import count_flops
+    from diamond_pl.perf.flops import count_flops
 
     lstm = torch.nn.LSTM(16, 8, num_layers=2, batch_first=batch_first)
     x = torch.randn(3, 5, 16, requires_grad=True)
@@ -292,7 +294,7 @@ def test_fused_lstm_flops_equal_those_of_its_matmuls(batch_first):
 
 
 def test_rnn_flops_from_weight_shapes():
-    from diamond_pl.tools.benchmark import rnn_flops
+    from diamond_pl.perf.flops import rnn_flops
 
     # cuDNN's weight list of a bidirectional one-layer LSTM (input 16, hidden 8): per direction w_ih, w_hh, b_ih, b_hh
     weights = [(32, 16), (32, 8), (32,), (32,)] * 2
@@ -323,12 +325,12 @@ def test_host_heap_is_released_when_the_trained_component_changes(monkeypatch):
 
 def test_bf16_autocast_wrapper_returns_float32_close_to_eager():
     """The wrapper `inference_dtype` puts around imagination's world-model calls (CUDA in training), run on CPU."""
-    from diamond_pl.perf import _autocast
+    from diamond_pl.perf.imagination import autocast_float32_out
 
     agent, x = tiny_agent(), inputs()
     args = (x["obs"][:, :-1], x["act"][:, :-1], x["obs"][:, 1:], None)
     ref_rew, ref_end, (ref_h, _) = agent.rew_end_model.net(*args)
-    wrapped = _autocast(agent.rew_end_model.net, torch.bfloat16, device_type="cpu")
+    wrapped = autocast_float32_out(agent.rew_end_model.net, torch.bfloat16, device_type="cpu")
     with torch.no_grad():
         rew, end, (h, c) = wrapped(*args)
     assert rew.dtype == end.dtype == h.dtype == c.dtype == torch.float32  # the env's buffers stay float32
@@ -336,7 +338,7 @@ def test_bf16_autocast_wrapper_returns_float32_close_to_eager():
     torch.testing.assert_close(rew, ref_rew, rtol=0.05, atol=0.05)  # ... within bf16 precision
     torch.testing.assert_close(h, ref_h, rtol=0.05, atol=0.05)
     # tensors on another device type run the function unchanged
-    assert torch.equal(_autocast(agent.rew_end_model.net, torch.bfloat16)(*args)[0], ref_rew)
+    assert torch.equal(autocast_float32_out(agent.rew_end_model.net, torch.bfloat16)(*args)[0], ref_rew)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
@@ -364,3 +366,14 @@ def test_cuda_graphed_world_model_calls_match_eager_on_gpu():
         sample = CudaGraphed(agent.denoiser.sample_next_obs)
         a, b = sample(x["prev_obs"], x["prev_act"]), sample(x["prev_obs"], x["prev_act"])
         assert a.shape == x["prev_obs"][:, -1].shape and not torch.equal(a, b)
+
+
+def test_benchmark_runs_both_variants_at_one_thread_count(monkeypatch):
+    """The eager / fast ratio must not compare thread settings: the count is decided once, before the variants."""
+    from diamond_pl.tools import benchmark
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("diamond_pl.perf.threads.calibrate_cpu_threads", lambda: (1, {1: 0.1, 2: 0.5}))
+    assert benchmark.choose_threads(None, "auto") == (1, {1: 0.1, 2: 0.5})
+    assert benchmark.choose_threads(3, "auto") == (3, None)  # --threads wins
+    assert benchmark.choose_threads(None, 2) == (2, None)  # the config's fixed count

@@ -177,7 +177,7 @@ def test_recorder_appends_finished_episodes_and_reopens(tmp_path):
 def test_play_session_records_what_was_played_in_the_world_model(smoke_run, tmp_path):
     import torch
 
-    from diamond_pl.data.frames import float_to_uint8, uint8_to_float
+    from diamond_pl.frames import float_to_uint8, uint8_to_float
     from diamond_pl.data.store import EpisodeStore
     from diamond_pl.tools.checkpoints import load_agent
     from diamond_pl.tools.play_session import PlaySession

@@ -7,7 +7,7 @@ import torch
 
 from diamond_pl.modules.actor_critic import actor_critic_loss
 from diamond_pl.modules.lambda_returns import lambda_returns
-from diamond_pl.modules.reward_end import reward_end_loss
+from diamond_pl.modules.rew_end import rew_end_loss
 from diamond_pl.nets.actor_critic_net import ActorCriticNet, ActorCriticNetConfig, sample_actions
 from diamond_pl.nets.rew_end_net import RewEndNet, RewEndNetConfig
 
@@ -147,7 +147,7 @@ def rew_end_batch(b: int = 4, t: int = 7):
 def test_rew_end_loss_matches_manual_computation():
     net = small_rew_end()
     obs, act, rew, end, mask, final_obs, has_final_obs = rew_end_batch()
-    out = reward_end_loss(net, obs, act, rew, end, mask, final_obs, has_final_obs)
+    out = rew_end_loss(net, obs, act, rew, end, mask, final_obs, has_final_obs)
 
     next_obs = obs[:, 1:].clone()
     next_obs[0, 3] = final_obs[0]  # only window 0 has an end flag among its transitions
@@ -166,20 +166,20 @@ def test_rew_end_loss_matches_manual_computation():
 def test_rew_end_loss_ignores_padded_transitions():
     net = small_rew_end()
     obs, act, rew, end, mask, final_obs, has_final_obs = rew_end_batch()
-    base = reward_end_loss(net, obs, act, rew, end, mask, final_obs, has_final_obs).loss
+    base = rew_end_loss(net, obs, act, rew, end, mask, final_obs, has_final_obs).loss
     rew2, end2 = rew.clone(), end.clone()
     rew2[~mask], end2[~mask] = 5.0, True  # targets of padded transitions
-    torch.testing.assert_close(reward_end_loss(net, obs, act, rew2, end2, mask, final_obs, has_final_obs).loss, base)
+    torch.testing.assert_close(rew_end_loss(net, obs, act, rew2, end2, mask, final_obs, has_final_obs).loss, base)
 
 
 def test_rew_end_loss_uses_final_obs_only_at_terminations():
     net = small_rew_end()
     obs, act, rew, end, mask, final_obs, has_final_obs = rew_end_batch()
-    base = reward_end_loss(net, obs, act, rew, end, mask, final_obs, has_final_obs).loss
+    base = rew_end_loss(net, obs, act, rew, end, mask, final_obs, has_final_obs).loss
     for window, used in ((0, True), (1, False), (2, False), (3, False)):
         changed = final_obs.clone()
         changed[window] = -changed[window]
-        loss = reward_end_loss(net, obs, act, rew, end, mask, changed, has_final_obs).loss
+        loss = rew_end_loss(net, obs, act, rew, end, mask, changed, has_final_obs).loss
         assert (loss != base).item() == used, window
 
 
@@ -208,7 +208,7 @@ def test_actor_critic_policy_batched_and_per_frame_use_agree():
     """The collector's batched uint8 interface and the tools' per-frame interface are one policy with one state."""
     import numpy as np
 
-    from diamond_pl.data.frames import uint8_to_float
+    from diamond_pl.frames import uint8_to_float
     from diamond_pl.modules.actor_critic import ActorCriticPolicy
 
     torch.manual_seed(0)

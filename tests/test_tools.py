@@ -11,7 +11,7 @@ from diamond_pl.games import human_normalised_score
 from diamond_pl.tools import dream, evaluate, play
 from diamond_pl.envs.spec import EnvSpec
 from diamond_pl.tools.common import ToolError, check_config
-from diamond_pl.tools.video import SEPARATOR
+from diamond_pl.video import SEPARATOR
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -25,7 +25,7 @@ from diamond_pl.data.store import EpisodeStore
 from diamond_pl.envs.atari import AtariEnv
 from diamond_pl.modules.denoiser import DenoiserModule, denoiser_loss
 from diamond_pl.modules.optim import OptimConfig, configure_adamw
-from diamond_pl.modules.reward_end import RewardEndModule
+from diamond_pl.modules.rew_end import RewEndModule
 from diamond_pl.nets.denoiser_net import DenoiserNetConfig
 from diamond_pl.nets.rew_end_net import RewEndNetConfig
 
@@ -166,9 +166,9 @@ def action_rewards(rng: np.random.Generator, batch_size: int, seq_len: int = 6) 
     return batch
 
 
-def test_reward_end_model_learns_action_dependent_rewards():
+def test_rew_end_model_learns_action_dependent_rewards():
     torch.manual_seed(0)
-    module = RewardEndModule(
+    module = RewEndModule(
         RewEndNetConfig(num_actions=4, lstm_dim=32, cond_channels=16, depths=(1, 1), channels=(16, 16),
                         attn_depths=(0, 0), img_size=SIDE)  # fmt: skip
     )

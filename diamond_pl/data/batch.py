@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from diamond_pl.data.frames import uint8_to_float
+from diamond_pl.frames import uint8_to_float
 
 
 @dataclass(eq=False)

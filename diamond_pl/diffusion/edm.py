@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from diamond_pl.data.frames import float_to_uint8, uint8_to_float
+from diamond_pl.frames import float_to_uint8, uint8_to_float
 
 SIGMA_DATA = 0.5
 SIGMA_OFFSET_NOISE = 0.3

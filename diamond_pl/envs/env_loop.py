@@ -152,7 +152,7 @@ class TorchRealEnv:
         self.env, self.device = env, torch.device(device)
 
     def _frames(self, x) -> Tensor:
-        from diamond_pl.data.frames import uint8_to_float
+        from diamond_pl.frames import uint8_to_float
 
         return uint8_to_float(torch.from_numpy(x).to(self.device))
 

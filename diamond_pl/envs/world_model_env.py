@@ -23,12 +23,8 @@ import torch
 from torch import Tensor
 
 from diamond_pl.data.batch import Batch
-from diamond_pl.data.frames import uint8_to_float
-
-
-class NextObsFn(Protocol):
-    def __call__(self, prev_obs: Tensor, prev_act: Tensor) -> Tensor:
-        """prev_obs float (N, n, 3, H, W), prev_act int64 (N, n) -> next frame float (N, 3, H, W) in [-1, 1]."""
+from diamond_pl.diffusion.next_frame import NextObsFn, roll, sample_next_frame
+from diamond_pl.frames import uint8_to_float
 
 
 class RewEndFn(Protocol):
@@ -129,7 +125,7 @@ class WorldModelEnv:
     @torch.no_grad()
     def step(self, act: Tensor) -> StepOutput:
         self.act_buffer = torch.cat((self.act_buffer[:, :-1], act[:, None]), dim=1)
-        next_obs = self.next_obs_fn(self.obs_buffer, self.act_buffer)
+        next_obs, next_context, _ = sample_next_frame(self.next_obs_fn, self.obs_buffer, self.act_buffer)
 
         logits_rew, logits_end, self.hx_cx = self.rew_end_fn(
             self.obs_buffer[:, -1:], act[:, None], next_obs[:, None], self.hx_cx
@@ -140,8 +136,8 @@ class WorldModelEnv:
         self.length = self.length + 1
         trunc = self.length >= self.cfg.horizon
 
-        self.obs_buffer = torch.cat((self.obs_buffer[:, 1:], next_obs[:, None]), dim=1)
-        self.act_buffer = torch.cat((self.act_buffer[:, 1:], torch.zeros_like(act)[:, None]), dim=1)
+        self.obs_buffer = next_context
+        self.act_buffer = roll(self.act_buffer, torch.zeros_like(act))  # the next step writes its action there
 
         done = end | trunc
         ctx = self._take_contexts(done)

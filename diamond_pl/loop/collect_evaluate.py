@@ -37,11 +37,12 @@ from diamond_pl.data.episode import Episode
 from diamond_pl.atomic import atomic_write
 from diamond_pl.errors import ConfigError
 from diamond_pl.loop import interrupt
-from diamond_pl.loop.evaluation import imagined_vs_real, log_gif, side_by_side_gif, world_model_test_metrics
+from diamond_pl.loop.evaluation import imagined_vs_real, side_by_side, world_model_test_metrics
 from diamond_pl.loop.progress import announce
 from diamond_pl.loop.results import results_path, write_final_results
 from diamond_pl.loop.resume import FINAL_NAME, START_NAME, marker_path, write_marker
 from diamond_pl.modules.actor_critic import ActorCriticPolicy
+from diamond_pl.video import log_gif
 
 STATE_VERSION = 1
 
@@ -390,7 +391,7 @@ class CollectAndEvaluate(Callback):
                 obs, act = batch.obs_float()[i].to(pl_module.device), batch.act[i].to(pl_module.device)
                 real, imagined = imagined_vs_real(pl_module, obs, act)
                 if trainer.logger is not None and trainer.global_rank == 0:
-                    log_gif(trainer.logger, "imagination/real_vs_imagined", side_by_side_gif(real, imagined), trainer.global_step)
+                    log_gif(trainer.logger, "imagination/real_vs_imagined", side_by_side(real, imagined), trainer.global_step)
                 return
 
     def _log(self, trainer: L.Trainer, metrics: dict) -> None:

@@ -9,14 +9,12 @@ Run at each evaluation, without gradient, over the test episodes cut in consecut
 
 from __future__ import annotations
 
-import io
-
-import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
 
-from diamond_pl.data.frames import float_to_uint8
+from diamond_pl.diffusion.next_frame import imagine_open_loop
+from diamond_pl.video import compose
 
 
 @torch.no_grad()
@@ -49,32 +47,10 @@ def imagined_vs_real(agent, obs: Tensor, act: Tensor) -> tuple[Tensor, Tensor]:
 
     obs float (T, 3, H, W), act (T,) of one real window. Returns (real, imagined), each float (T - n, 3, H, W)."""
     n = agent.denoiser.num_steps_conditioning
-    context, frames = obs[None, :n], []
-    for t in range(obs.shape[0] - n):
-        frame = agent.denoiser.sample_next_obs(context, act[None, t : t + n])
-        frames.append(frame[0])
-        context = torch.cat((context[:, 1:], frame[:, None]), dim=1)
-    return obs[n:], torch.stack(frames)
+    imagined = imagine_open_loop(agent.denoiser.sample_next_obs, obs[None, :n], act[None, :-1])
+    return obs[n:], imagined[0]
 
 
-def side_by_side_gif(left: Tensor, right: Tensor, scale: int = 2, duration_ms: int = 100) -> bytes:
-    """Animated GIF of two float [-1, 1] clips (T, 3, H, W) placed side by side."""
-    frames = torch.cat((left, torch.full_like(left[..., :2], -1.0), right), dim=-1)  # a thin dark separator
-    images = float_to_uint8(frames.cpu()).permute(0, 2, 3, 1).numpy()
-    pil = [Image.fromarray(np.ascontiguousarray(im)).resize((im.shape[1] * scale, im.shape[0] * scale), Image.NEAREST) for im in images]
-    buf = io.BytesIO()
-    pil[0].save(buf, format="GIF", save_all=True, append_images=pil[1:], duration=duration_ms, loop=0)
-    return buf.getvalue()
-
-
-def log_gif(logger, tag: str, gif: bytes, step: int) -> None:
-    """Write an animated GIF to TensorBoard as an image summary (works without moviepy)."""
-    from tensorboard.compat.proto.summary_pb2 import Summary
-
-    writer = getattr(logger, "experiment", None)
-    if writer is None or not hasattr(writer, "_get_file_writer"):
-        return  # not a TensorBoard SummaryWriter (e.g. a dummy on ranks > 0)
-    im = Image.open(io.BytesIO(gif))
-    image = Summary.Image(height=im.height, width=im.width, colorspace=3, encoded_image_string=gif)
-    writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
-    writer.flush()
+def side_by_side(left: Tensor, right: Tensor, scale: int = 2) -> list[Image.Image]:
+    """Two float [-1, 1] clips (T, 3, H, W) as one clip of images, left and right."""
+    return [compose([a, b], scale=scale) for a, b in zip(left, right)]

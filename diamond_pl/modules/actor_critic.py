@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from diamond_pl.data.frames import uint8_to_float
 from diamond_pl.envs.env_loop import EnvLoop, policy_step
+from diamond_pl.frames import uint8_to_float
 from diamond_pl.modules.lambda_returns import lambda_returns
 from diamond_pl.modules.component import Component
 from diamond_pl.modules.optim import OptimConfig

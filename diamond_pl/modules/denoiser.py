@@ -19,6 +19,7 @@ from diamond_pl.data.batch import Batch
 from diamond_pl.diffusion.edm import (
     Denoiser, DiffusionConfig, add_training_noise, masked_mse, per_sample, sample_training_sigma,
 )
+from diamond_pl.diffusion.next_frame import imagine_open_loop
 from diamond_pl.diffusion.sampler import DiffusionSampler, SamplerConfig
 from diamond_pl.modules.component import Component
 from diamond_pl.modules.optim import OptimConfig
@@ -113,17 +114,14 @@ class DenoiserModule(Component):
         if not bool(full.any()):
             return
         obs = batch.obs_float()[full][:, : n + k]
-        act = batch.act[full][:, : n + k]
-        context_obs, copy = obs[:, :n], obs[:, n - 1]
-        for step in range(k):
-            pred = self.sample_next_obs(context_obs, act[:, step : step + n])
+        act = batch.act[full][:, : n + k - 1]
+        imagined = imagine_open_loop(self.sample_next_obs, obs[:, :n], act)
+        copy = obs[:, n - 1]
+        for step, name in {0: "1step", k - 1: f"{k}step"}.items():  # one entry when k = 1
             real = obs[:, n + step]
-            if step in (0, k - 1):
-                name = "1step" if step == 0 else f"{k}step"
-                for who, frame in (("model", pred), ("copy", copy)):
-                    self.wm_metrics[f"{who}_psnr_{name}"].update(frame, real)
-                    self.wm_metrics[f"{who}_ssim_{name}"].update(frame, real)
-            context_obs = torch.cat((context_obs[:, 1:], pred[:, None]), dim=1)
+            for who, frame in (("model", imagined[:, step]), ("copy", copy)):
+                self.wm_metrics[f"{who}_psnr_{name}"].update(frame, real)
+                self.wm_metrics[f"{who}_ssim_{name}"].update(frame, real)
 
     def compute_world_model_metrics(self) -> dict[str, Tensor]:
         """The accumulated metrics (empty if nothing was accumulated); then reset."""

@@ -1,30 +1,23 @@
 """`python -m diamond_pl benchmark --config configs/breakout.yaml`: throughput of every phase of a DIAMOND run.
 
-Builds the agent at the config's sizes (`model` section -> DiamondAgent kwargs, `data.game`, `data.batch_size`,
-`data.denoiser_seq_len`, `data.rew_end_seq_len`) on random data of the right shapes (a synthetic EpisodeStore in a
-temporary folder feeds the sampler-driven phases) and measures, per variant (`eager`: every fast path off; `fast`:
-`diamond_pl.perf.FastPathConfig` from the config's `model.fast` section, else compile + channels_last + host malloc
-tuning, then the command-line overrides):
+Builds the agent at the config's sizes on random data of the right shapes and measures, per variant (`eager`: every
+fast path off; `fast`: the config's `model.fast` section, else `FastPathConfig()`, then the command-line overrides),
+both at the same CPU thread count (`--threads`, else the fast config's, else calibrated once, up front):
 
   phase         unit      what one unit is
   denoiser      update    sample a batch, 2-iteration EDM loss (T = n + 2), backward, clip, AdamW, lr schedule
   rew_end       update    sample a batch, reward/end loss over T = 19 frames (18 transitions), backward, clip, AdamW
   imagination   step      policy step + world-model step for num_envs envs (3 denoising steps, reward/end step)
   actor_critic  update    15 imagined steps with gradient, lambda returns, loss, backward, clip, AdamW
-  env           step      one real train-env step while acting (AtariEnv + policy, collection of 100 steps)
-  eval          episode   full test games with parallel envs (each repeat capped at --eval-steps steps per env)
+  env           step      one real train-env step while acting (one epoch's collection: loop.steps_per_epoch steps)
+  eval          episode   one evaluation: loop.eval_episodes test games on loop.num_eval_envs parallel envs
 
-For each: median / min / max seconds per unit over --repeats (after --warmup units, whose time is reported apart: it
-includes compilation), FLOPs per unit (torch.utils.flop_counter.FlopCounterMode: matmuls, convolutions, attention;
-plus the fused LSTM kernels it has no formula for; forward and backward), achieved FLOP/s and utilisation = achieved /
-peak, where peak is a large fp32 matmul timed in the same process right before and after every timed unit: each unit is
-compared with the mean of the two samples around it (a busy machine lowers both) and the phase's utilisation is the
-median over its units; process CPU seconds per unit; peak host RSS (VmHWM, reset before each phase) and peak device
-memory (torch.cuda.max_memory_allocated). Then a projection of a full paper run (spec §9.4): 409,600 denoiser and
-reward/end updates, 404,600 actor-critic updates, 100k env steps, 500 evaluation episodes.
-
-Each variant runs in its own subprocess (process-wide settings such as host malloc tuning and compile caches do not
-leak between variants; `--in-process` runs them in this process instead). Results: a rich table, and `--json OUT`.
+Per phase: median / min / max seconds per unit over --repeats, after --warmup units (reported apart: they include
+compilation); FLOPs per unit (`diamond_pl.perf.flops`, counted once on eager networks, outside the timed units),
+achieved FLOP/s and utilisation = achieved / the fp32 matmul peak sampled right before and after every timed unit
+(median over the units: the load of a shared machine changes within a phase); CPU seconds per unit; peak host RSS and
+device memory. Then a projection of a full paper run (spec §9.4). Each variant runs in its own subprocess, so that
+process-wide settings (malloc, compile caches) do not leak between variants (`--in-process`: in this one).
 """
 
 from __future__ import annotations
@@ -35,16 +28,17 @@ import copy
 import json
 import math
 import os
-import platform
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    import torch
+# torch and everything that imports it are imported inside the functions that use them: `benchmark --help` stays fast
 
 from diamond_pl.errors import RunError, UsageError
 
@@ -53,6 +47,7 @@ NETWORK_PHASES = ("denoiser", "rew_end", "imagination", "actor_critic")
 UNITS = {"denoiser": "update", "rew_end": "update", "imagination": "step", "actor_critic": "update",
          "env": "step", "eval": "episode"}
 VARIANTS = ("eager", "fast")
+NETWORKS = ("denoiser", "rew_end_model", "actor_critic")
 
 # spec §9.4, 1,000 epochs (950 collection epochs + 50 final): updates per component, real env steps, test episodes
 PAPER_RUN = {"denoiser": 409_600, "rew_end": 409_600, "actor_critic": 404_600, "env_steps": 100_000,
@@ -90,6 +85,27 @@ def load_config(path: str | Path) -> dict:
     return cfg
 
 
+def _net_defaults(key: str) -> dict:
+    from diamond_pl.nets.actor_critic_net import ActorCriticNetConfig
+    from diamond_pl.nets.denoiser_net import DenoiserNetConfig
+    from diamond_pl.nets.rew_end_net import RewEndNetConfig
+
+    cls = {"denoiser": DenoiserNetConfig, "rew_end_model": RewEndNetConfig, "actor_critic": ActorCriticNetConfig}[key]
+    return asdict(cls())
+
+
+def is_paper_size(model: dict, batch_size: int) -> bool:
+    """Batch 32 and every network size as in the paper (the network configs' defaults)."""
+    def same(a, b) -> bool:
+        return list(a) == list(b) if isinstance(a, (list, tuple)) else a == b
+
+    for key in NETWORKS:
+        defaults = _net_defaults(key)
+        if any(not same(v, defaults[f]) for f, v in (model.get(key) or {}).items() if f in defaults and f != "num_actions"):
+            return False
+    return batch_size == 32
+
+
 def _scaled(c: int, scale: float, multiple: int) -> int:
     return max(multiple, int(round(c * scale / multiple)) * multiple)
 
@@ -100,7 +116,7 @@ def scale_model(model: dict, scale: float) -> dict:
         return model
     model = copy.deepcopy(model)
     n = int(model.get("denoiser", {}).get("num_steps_conditioning", 4))
-    for key in ("denoiser", "rew_end_model", "actor_critic"):
+    for key in NETWORKS:
         sub = model.setdefault(key, {})
         defaults = _net_defaults(key)
         sub["channels"] = [_scaled(c, scale, 8) for c in sub.get("channels", defaults["channels"])]
@@ -111,165 +127,32 @@ def scale_model(model: dict, scale: float) -> dict:
     return model
 
 
-def _net_defaults(key: str) -> dict:
-    from diamond_pl.nets.actor_critic_net import ActorCriticNetConfig
-    from diamond_pl.nets.denoiser_net import DenoiserNetConfig
-    from diamond_pl.nets.rew_end_net import RewEndNetConfig
+def build_agent(cfg: dict, scale: float):
+    from diamond_pl.agent import DiamondAgent
+    from diamond_pl.train import ENV_KEYS
 
-    cls = {"denoiser": DenoiserNetConfig, "rew_end_model": RewEndNetConfig, "actor_critic": ActorCriticNetConfig}[key]
-    return asdict(cls())
-
-
-def fast_config(cfg: dict, overrides: dict) -> dict:
-    """The fast variant's FastPathConfig (as a dict): the config's `model.fast` section, else the defaults, then
-    command-line overrides."""
-    from diamond_pl.perf import as_fast_path_config
-
-    base = as_fast_path_config(cfg["model"].get("fast"))  # FastPathConfig() defaults without a `fast` section
-    return asdict(replace(base, **{k: v for k, v in overrides.items() if v is not None}))
+    model = scale_model({k: v for k, v in cfg["model"].items() if k != "fast"}, scale)
+    model.pop("game", None)
+    data = cfg.get("data") or {}
+    return DiamondAgent(env={k: data[k] for k in ENV_KEYS if k in data}, **model)
 
 
-# --- measurement helpers ------------------------------------------------------------------------------------------------
-
-
-def _sync(device) -> None:
+def choose_threads(requested: int | None, fast_cpu_threads: int | str | None) -> tuple[int, dict | None]:
+    """The CPU thread count both variants run with, and the calibration's timings if it decided. Both variants use the
+    same count so that the eager / fast ratio measures the code paths, not the thread setting: on the 2-core machine,
+    loaded by other processes, the eager smoke-size imagination step took 18-24x and the evaluation episode 34-48x
+    longer with torch's default 2 threads than with 1, which is what made eager look 39x slower than fast."""
     import torch
 
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    from diamond_pl.perf.threads import calibrate_cpu_threads
 
-
-def _cpu_seconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def _reset_peak_rss() -> None:
-    """Linux >= 4.0: writing 5 to clear_refs resets the peak RSS (VmHWM) of the process."""
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")
-
-
-def _peak_rss_mb() -> float:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux; a lifetime maximum
-    return kb / 1024 if sys.platform != "darwin" else kb / 2**20
-
-
-def measure_peak_flops(device, dtype=None, size: int | None = None, reps: int = 3) -> float:
-    """FLOP/s of a large square matmul (median of `reps` timings after one warm-up)."""
-    import torch
-
-    dtype = dtype or torch.float32
-    size = size or (8192 if device.type == "cuda" else 2048)
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    a @ b
-    _sync(device)
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        a @ b
-        _sync(device)
-        times.append(time.perf_counter() - t)
-    return 2 * size**3 / statistics.median(times)
-
-
-def machine_peak_flops(device, size: int | None = None) -> float:
-    """The peak to compare with: the larger of the matmul rate at the current thread count and at all of torch's
-    default threads (a variant that runs on fewer threads than the machine has is not flattered by a lower peak).
-    `size`: side of the matmul (--peak-size; None: 2048 on CPU, 8192 on GPU)."""
-    import torch
-
-    from diamond_pl.perf import _TORCH_DEFAULT_THREADS
-
-    threads = torch.get_num_threads()
-    peak = measure_peak_flops(device, size=size)
-    if device.type == "cpu" and threads != _TORCH_DEFAULT_THREADS:
-        torch.set_num_threads(_TORCH_DEFAULT_THREADS)
-        try:
-            peak = max(peak, measure_peak_flops(device, size=size))
-        finally:
-            torch.set_num_threads(threads)
-    return peak
-
-
-def rnn_flops(input_shape, weight_shapes, backward: bool = False) -> int:
-    """FLOPs of one fused RNN kernel call: each 2-D weight (input-to-gates or hidden-to-gates, any layer or direction)
-    is a matmul applied once per time step and sequence, i.e. to prod(input_shape[:-1]) vectors; 1-D entries (biases,
-    a flat weight buffer) are skipped. The backward computes the input and the weight gradient of each matmul: 2x."""
-    vectors = math.prod(input_shape[:-1])
-    flops = sum(2 * vectors * w[0] * w[1] for w in weight_shapes if len(w) == 2)
-    return 2 * flops if backward else flops
-
-
-def _rnn_flop_formulas() -> dict:
-    """`FlopCounterMode` has no formula for the fused RNN kernels that `nn.LSTM` runs (oneDNN's on CPU, cuDNN's on GPU)
-    and would count the reward/end LSTM as 0 FLOPs. Formulas take shapes (tensors replaced by their sizes)."""
-    import torch
-
-    aten = torch.ops.aten
-
-    def onednn(input, w_ih, w_hh, *args, backward=False, **kwargs):
-        return rnn_flops(input, [w_ih, w_hh], backward)
-
-    def cudnn(input, weights, *args, backward=False, **kwargs):
-        return rnn_flops(input, weights, backward)
-
-    return {
-        aten.mkldnn_rnn_layer: onednn,
-        aten.mkldnn_rnn_layer_backward: lambda *a, **k: onednn(*a, backward=True, **k),
-        aten._cudnn_rnn: cudnn,
-        aten._cudnn_rnn_backward: lambda *a, **k: cudnn(*a, backward=True, **k),
-    }
-
-
-def count_flops(fn: Callable[[], Any]) -> int:
-    """Forward and backward FLOPs of one call of `fn`: torch's counter (matmuls, convolutions, attention) plus the
-    fused RNN kernels."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False, custom_mapping=_rnn_flop_formulas()) as counter:
-        fn()
-    return int(counter.get_total_flops())
-
-
-def timed_units(fn: Callable[[], Any], warmup: int, repeats: int, device, flops_fn: Callable[[], int] | None,
-                peak_fn: Callable[[], float] | None = None):
-    """Run `fn` warmup + repeats times. The first warm-up unit counts FLOPs (eager variant) when `flops_fn` is given.
-    `peak_fn` (network phases) samples the machine's peak before every timed unit and after the last one, so each
-    unit can be compared with the peak of its own moment: on a shared machine the load changes within a phase."""
-    warm, flops, peaks = [], None, []
-    for i in range(warmup):
-        t = time.perf_counter()
-        if i == 0 and flops_fn is not None:
-            flops = flops_fn()
-        else:
-            fn()
-        _sync(device)
-        warm.append(time.perf_counter() - t)
-    times, cpu = [], []
-    for _ in range(repeats):
-        if peak_fn is not None:
-            peaks.append(peak_fn())
-        c = _cpu_seconds()
-        t = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t)
-        cpu.append(_cpu_seconds() - c)
-    if peak_fn is not None:
-        peaks.append(peak_fn())
-    return warm, times, cpu, flops, peaks
-
-
-def unit_utilisation(flops: int, times: list[float], peaks: list[float]) -> tuple[list[float], list[float]]:
-    """Per timed unit: the peak of its moment (mean of the samples before and after it) and FLOPs / time / that peak."""
-    around = [(peaks[i] + peaks[i + 1]) / 2 for i in range(len(times))]
-    return around, [flops / t / p for t, p in zip(times, around)]
+    if requested is not None:
+        return requested, None
+    if isinstance(fast_cpu_threads, int):
+        return fast_cpu_threads, None
+    if fast_cpu_threads == "auto" and "OMP_NUM_THREADS" not in os.environ:
+        return calibrate_cpu_threads()
+    return torch.get_num_threads(), None  # torch's own count (OMP_NUM_THREADS, if set, decided it)
 
 
 # --- data ------------------------------------------------------------------------------------------------------------
@@ -296,74 +179,67 @@ def synthetic_store(directory: Path, num_actions: int, num_episodes: int = 16, l
     return store
 
 
-# --- phases -----------------------------------------------------------------------------------------------------------
+# --- phases: each builder returns the function that runs one unit ------------------------------------------------------
 
 
 class Context:
-    def __init__(self, agent, data: dict, store, device, batch_size: int, tmp: Path, seed: int, args: dict) -> None:
-        self.agent, self.data, self.store, self.device = agent, data, store, device
-        self.batch_size, self.tmp, self.seed, self.args = batch_size, tmp, seed, args
+    def __init__(self, data: dict, loop: dict, store, device, batch_size: int, tmp: Path, seed: int, spec: dict,
+                 fast_cfg) -> None:
+        self.data, self.loop, self.store, self.device, self.batch_size = data, loop, store, device, batch_size
+        self.tmp, self.seed, self.spec, self.fast_cfg = tmp, seed, spec, fast_cfg
+
+    @property
+    def units(self) -> int:
+        """Units a phase runs: warm-up, timed, and one to count FLOPs."""
+        return int(self.spec["warmup"]) + int(self.spec["repeats"]) + 1
 
 
-def _optimizer(module):
-    cfg = module.configure_optimizers()
-    return cfg["optimizer"], cfg["lr_scheduler"]["scheduler"]
-
-
-def _update(module, loss, opt, sched) -> None:
+def _update(module, loss_fn: Callable[[], Any]) -> Callable[[], None]:
+    """One optimiser step of a component, as training does it: loss, backward, clip, AdamW, lr schedule."""
     import torch
 
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(module.parameters(), module.optim_cfg.max_grad_norm)
-    opt.step()
-    sched.step()
+    cfg = module.configure_optimizers()
+    opt, sched = cfg["optimizer"], cfg["lr_scheduler"]["scheduler"]
+
+    def step():
+        loss, _ = loss_fn()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(module.parameters(), module.optim_cfg.max_grad_norm)
+        opt.step()
+        sched.step()
+
+    return step
 
 
 def phase_denoiser(ctx: Context, agent) -> Callable[[], None]:
     from diamond_pl.data.sampler import SegmentSampler
 
-    module = agent.denoiser
     sampler = SegmentSampler(ctx.store, ctx.batch_size, int(ctx.data.get("denoiser_seq_len", 6)), seed=ctx.seed)
-    opt, sched = _optimizer(module)
-
-    def step():
-        loss, _ = module.loss(sampler.sample().to(ctx.device))
-        _update(module, loss, opt, sched)
-
-    return step
+    return _update(agent.denoiser, lambda: agent.denoiser.loss(sampler.sample().to(ctx.device)))
 
 
 def phase_rew_end(ctx: Context, agent) -> Callable[[], None]:
     from diamond_pl.data.sampler import SegmentSampler
 
-    module = agent.rew_end_model
-    seq_len = int(ctx.data.get("rew_end_seq_len", 19))
-    sampler = SegmentSampler(ctx.store, ctx.batch_size, seq_len, can_sample_beyond_end=True, seed=ctx.seed)
-    opt, sched = _optimizer(module)
-
-    def step():
-        loss, _ = module.loss(sampler.sample().to(ctx.device), "train")
-        _update(module, loss, opt, sched)
-
-    return step
+    sampler = SegmentSampler(ctx.store, ctx.batch_size, int(ctx.data.get("rew_end_seq_len", 19)),
+                             can_sample_beyond_end=True, seed=ctx.seed)
+    return _update(agent.rew_end_model, lambda: agent.rew_end_model.loss(sampler.sample().to(ctx.device), "train"))
 
 
-def _world_model_env(ctx: Context, agent, units_of_steps: int):
-    """A WorldModelEnv with the agent's networks and enough preloaded contexts for the whole phase (no refill)."""
+def _world_model_env(ctx: Context, agent, steps: int):
+    """A WorldModelEnv with the agent's networks and enough preloaded contexts for `steps` steps (no refill)."""
     import torch
 
     from diamond_pl.data.sampler import SegmentSampler
     from diamond_pl.envs.world_model_env import WorldModelEnv
     from diamond_pl.perf import imagination_fns
 
-    n = agent.denoiser.num_steps_conditioning
-    num_envs = ctx.batch_size
-    sampler = SegmentSampler(ctx.store, num_envs, n, seed=ctx.seed)
+    sampler = SegmentSampler(ctx.store, ctx.batch_size, agent.denoiser.num_steps_conditioning, seed=ctx.seed)
     # each imagined step uses at most num_envs new contexts
-    cfg = replace(agent.world_model_env_cfg, num_envs=num_envs,
-                  num_batches_to_preload=min(agent.world_model_env_cfg.num_batches_to_preload, units_of_steps + 2))
-    next_obs_fn, rew_end_fn = imagination_fns(agent, ctx.args["fast_cfg"])
+    cfg = replace(agent.world_model_env_cfg, num_envs=ctx.batch_size,
+                  num_batches_to_preload=min(agent.world_model_env_cfg.num_batches_to_preload, steps + 2))
+    next_obs_fn, rew_end_fn = imagination_fns(agent, ctx.fast_cfg)
     env = WorldModelEnv(next_obs_fn, rew_end_fn, sampler.sample, cfg, device=ctx.device,
                         generator=torch.Generator(ctx.device).manual_seed(ctx.seed))
     env.refill_contexts()
@@ -375,8 +251,7 @@ def phase_imagination(ctx: Context, agent) -> Callable[[], None]:
 
     from diamond_pl.envs.env_loop import policy_step
 
-    total = ctx.args["warmup"] + ctx.args["repeats"] + 1
-    env = _world_model_env(ctx, agent, total)
+    env = _world_model_env(ctx, agent, ctx.units)
     net, temperature = agent.actor_critic.net, agent.actor_critic.loss_cfg.temperature
     state = {"obs": env.reset(), "hx_cx": None}
 
@@ -390,57 +265,41 @@ def phase_imagination(ctx: Context, agent) -> Callable[[], None]:
 
 def phase_actor_critic(ctx: Context, agent) -> Callable[[], None]:
     module = agent.actor_critic
-    k = module.loss_cfg.backup_every
-    env = _world_model_env(ctx, agent, (ctx.args["warmup"] + ctx.args["repeats"] + 1) * k)
-    env_loop = module.make_env_loop(env)
-    opt, sched = _optimizer(module)
-
-    def step():
-        loss, _ = module.loss(env_loop)
-        _update(module, loss, opt, sched)
-
-    return step
+    env_loop = module.make_env_loop(_world_model_env(ctx, agent, ctx.units * module.loss_cfg.backup_every))
+    return _update(module, lambda: module.loss(env_loop))
 
 
-def _policy(agent):
+def _collector(ctx: Context, agent, name: str, num_envs: int, train: bool):
+    from diamond_pl.data.collector import Collector
+    from diamond_pl.data.store import EpisodeStore
     from diamond_pl.modules.actor_critic import ActorCriticPolicy
 
-    return ActorCriticPolicy(agent.actor_critic.net, agent.actor_critic.loss_cfg.temperature)
+    env = agent.env_spec.make(num_envs, train=train, seed=ctx.seed + (0 if train else 1))
+    store = EpisodeStore(ctx.tmp / name, "train_dataset" if train else "test_dataset")
+    policy = ActorCriticPolicy(agent.actor_critic.net, agent.actor_critic.loss_cfg.temperature)
+    return store, Collector(env, store, policy, epsilon=0.01 if train else 0.0, reset_every_collect=not train,
+                            seed=ctx.seed)
 
 
-def phase_env(ctx: Context, agent):
-    """One repeat = one epoch's collection: 100 steps of 1 train env (epsilon 0.01), episodes saved to disk."""
-    from diamond_pl.data.collector import Collector
-    from diamond_pl.data.store import EpisodeStore
-    steps = int(ctx.args["env_steps"])
-    env = agent.env_spec.make(1, train=True, seed=ctx.seed)
-    store = EpisodeStore(ctx.tmp / "env_train", "train_dataset")
-    collector = Collector(env, store, _policy(agent), epsilon=0.01, seed=ctx.seed)
-
-    def step():
-        collector.collect(num_steps=steps)
-
-    return step, steps
+def phase_env(ctx: Context, agent) -> tuple[Callable[[], None], int]:
+    """One repeat = one epoch's collection on 1 train env (epsilon 0.01), episodes saved to disk; unit = one step."""
+    steps = int(ctx.spec["env_steps"])
+    _, collector = _collector(ctx, agent, "env_train", 1, train=True)
+    return lambda: collector.collect(num_steps=steps), steps
 
 
-def phase_eval(ctx: Context, agent):
-    """One repeat = full test games on `num_eval_envs` parallel envs, capped at `eval_steps` steps per env."""
-    from diamond_pl.data.collector import Collector
-    from diamond_pl.data.store import EpisodeStore
-    num_envs = int(ctx.args["eval_envs"])
-    cap = int(ctx.args["eval_steps"]) * num_envs
-    env = agent.env_spec.make(num_envs, train=False, seed=ctx.seed + 1)
-    store = EpisodeStore(ctx.tmp / "eval_test", "test_dataset")
-    collector = Collector(env, store, _policy(agent), epsilon=0.0, reset_every_collect=True, seed=ctx.seed)
+def phase_eval(ctx: Context, agent) -> tuple[Callable[[], None], dict]:
+    """One repeat = one evaluation: `eval_episodes` full test games on `eval_envs` parallel envs; unit = one episode."""
+    store, collector = _collector(ctx, agent, "eval_test", int(ctx.spec["eval_envs"]), train=False)
     record: dict[str, list] = {"episodes": [], "lengths": []}
 
     def step():
         store.clear()
-        finished = collector.collect(num_steps=cap)
+        finished = collector.collect(num_episodes=int(ctx.spec["eval_episodes"]))
         record["episodes"].append(len(finished))
-        record["lengths"].extend(e["length"] for e in finished)
+        record["lengths"].append([e["length"] for e in finished])
 
-    return step, cap, record
+    return step, record
 
 
 PHASE_BUILDERS = {"denoiser": phase_denoiser, "rew_end": phase_rew_end, "imagination": phase_imagination,
@@ -450,175 +309,121 @@ PHASE_BUILDERS = {"denoiser": phase_denoiser, "rew_end": phase_rew_end, "imagina
 # --- one variant ------------------------------------------------------------------------------------------------------
 
 
-def build_agent(cfg: dict, scale: float):
-    from diamond_pl.agent import DiamondAgent
-
-    model = {k: v for k, v in cfg["model"].items() if k != "fast"}
-    model = scale_model(model, scale)
-    from diamond_pl.train import ENV_KEYS
-
-    model.pop("game", None)
-    data = cfg.get("data", {})
-    return DiamondAgent(env={k: data[k] for k in ENV_KEYS if k in data}, **model)
-
-
 def run_variant(spec: dict) -> dict:
-    """Measure the phases of one variant in this process. `spec` is plain JSON (see `main`)."""
+    """Measure the phases of one variant in this process. `spec` is plain JSON (see `run`)."""
     import torch
 
-    from diamond_pl.perf import _DTYPES, apply_fast_paths, as_fast_path_config, eager_config, release_host_memory
+    from diamond_pl.perf import INFERENCE_DTYPES, apply_fast_paths, as_fast_path_config, eager_config, release_host_memory
+    from diamond_pl.perf.measure import matmul_flops_per_s, peak_rss_mb, reset_peak_rss
 
-    if spec.get("threads"):
+    if spec["device"] == "cpu":
         torch.set_num_threads(int(spec["threads"]))
     device = torch.device(spec["device"])
     torch.manual_seed(spec["seed"])
     cfg = load_config(spec["config"])
-    data = cfg.get("data", {}) or {}
     agent = build_agent(cfg, spec["scale"])
-    batch_size = int(spec["batch_size"] or data.get("batch_size", 32))
     fast_cfg = as_fast_path_config(spec["fast_cfg"]) if spec["variant"] == "fast" else None
     known_flops: dict[str, int] = dict(spec.get("flops") or {})
 
-    counter_agent = None
-    if fast_cfg is not None:
-        # FLOPs are counted on an eager copy (inductor kernels bypass the counter) unless the eager variant gave them
-        if any(p in NETWORK_PHASES and p not in known_flops for p in spec["phases"]):
-            counter_agent = copy.deepcopy(agent).to(device)
-        applied = apply_fast_paths(agent, fast_cfg, device=device)
-    else:
-        applied = {"config": "eager"}
-    agent.to(device)
-    agent.train()
+    counter_agent = None  # an eager copy to count FLOPs on (inductor kernels bypass the counter)
+    if fast_cfg is not None and any(p in NETWORK_PHASES and p not in known_flops for p in spec["phases"]):
+        counter_agent = copy.deepcopy(agent).to(device)
+    applied = apply_fast_paths(agent, fast_cfg, device=device) if fast_cfg is not None else {"config": "eager"}
+    agent.to(device).train()
 
     out: dict[str, Any] = {"variant": spec["variant"], "applied": {k: v for k, v in applied.items() if k != "config"},
                            "fast_cfg": spec["fast_cfg"] if fast_cfg is not None else None,
-                           "batch_size": batch_size, "phases": {}, "peak_flops_samples": []}
+                           "batch_size": spec["batch_size"], "threads": torch.get_num_threads(), "phases": {},
+                           "peak_flops_samples": []}
     with tempfile.TemporaryDirectory(prefix="diamond_bench_") as tmp:
-        tmp = Path(tmp)
-        store = synthetic_store(tmp / "train", agent.num_actions, seed=spec["seed"])
-        args = {k: spec[k] for k in ("warmup", "repeats", "env_steps", "eval_steps", "eval_envs")}
-        args["fast_cfg"] = fast_cfg or eager_config()
-        ctx = Context(agent, data, store, device, batch_size, tmp, spec["seed"], args)
-        out["threads"] = torch.get_num_threads()
+        store = synthetic_store(Path(tmp) / "train", agent.num_actions, seed=spec["seed"])
+        ctx = Context(cfg.get("data") or {}, cfg.get("loop") or {}, store, device, spec["batch_size"], Path(tmp),
+                      spec["seed"], spec, fast_cfg or eager_config())
         for phase in spec["phases"]:
             release_host_memory()  # what an earlier phase freed must not count as this phase's peak RSS
-            _reset_peak_rss()
+            reset_peak_rss()
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            res = _run_phase(phase, ctx, agent, counter_agent, known_flops, spec, device)
-            res["peak_rss_mb"] = _peak_rss_mb()
+            res = _run_phase(phase, ctx, agent, counter_agent, known_flops)
+            res["peak_rss_mb"] = peak_rss_mb()
             res["peak_device_mb"] = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-            if res.get("flops"):
-                res["achieved_flops_per_s"] = res["flops"] / res["median_s"]
-                res["unit_peak_flops_per_s"], res["unit_utilisation"] = unit_utilisation(
-                    res["flops"], res["times_s"], res["peak_samples"])
-                res["peak_flops_per_s"] = statistics.median(res["unit_peak_flops_per_s"])
-                res["utilisation"] = statistics.median(res["unit_utilisation"])
             out["peak_flops_samples"] += res.get("peak_samples", [])
             out["phases"][phase] = res
             if spec.get("progress"):
                 print(f"[{spec['variant']}] {phase}: {_fmt_s(res['median_s'])} per {res['unit']}", file=sys.stderr, flush=True)
-    if device.type == "cuda" and fast_cfg is not None and _DTYPES[fast_cfg.inference_dtype] is not None:
-        out["peak_flops_per_s_inference_dtype"] = measure_peak_flops(device, dtype=_DTYPES[fast_cfg.inference_dtype])
+    if device.type == "cuda" and fast_cfg is not None and INFERENCE_DTYPES[fast_cfg.inference_dtype] is not None:
+        out["peak_flops_per_s_inference_dtype"] = matmul_flops_per_s(
+            device, spec["peak_size"], dtype=INFERENCE_DTYPES[fast_cfg.inference_dtype])
     return out
 
 
-def _run_phase(phase, ctx, agent, counter_agent, known_flops, spec, device) -> dict:
-    warmup, repeats = int(spec["warmup"]), int(spec["repeats"])
+def _run_phase(phase: str, ctx: Context, agent, counter_agent, known_flops: dict) -> dict:
+    from diamond_pl.perf import eager_config
+    from diamond_pl.perf.flops import count_flops
+    from diamond_pl.perf.measure import peak_flops_per_s, timed_units, unit_utilisation
+
+    warmup, repeats, device = int(ctx.spec["warmup"]), int(ctx.spec["repeats"]), ctx.device
     res: dict[str, Any] = {"unit": UNITS[phase]}
     if phase in NETWORK_PHASES:
         step = PHASE_BUILDERS[phase](ctx, agent)
-        flops_fn = None
         if phase in known_flops:
             res["flops"] = known_flops[phase]
-        elif counter_agent is None:  # eager: count during the first warm-up unit (its time is excluded anyway)
-            flops_fn = lambda: count_flops(step)  # noqa: E731
-            if warmup == 0:
-                res["flops"] = count_flops(step)
-        else:  # fast: one unit on the eager copy
-            from diamond_pl.perf import eager_config
-
+        elif counter_agent is None:  # eager: one extra unit under the counter, outside warm-up and timing
+            res["flops"] = count_flops(step)
+        else:
             eager_ctx = copy.copy(ctx)
-            eager_ctx.args = dict(ctx.args, fast_cfg=eager_config())
+            eager_ctx.fast_cfg = eager_config()
             res["flops"] = count_flops(PHASE_BUILDERS[phase](eager_ctx, counter_agent))
-        peak_fn = lambda: machine_peak_flops(device, spec.get("peak_size"))  # noqa: E731
-        warm, times, cpu, flops, res["peak_samples"] = timed_units(step, warmup, repeats, device, flops_fn, peak_fn)
-        if flops is not None:
-            res["flops"] = flops
-        per_unit = 1
+        timing = timed_units(step, warmup, repeats, device, lambda: peak_flops_per_s(device, ctx.spec["peak_size"]))
+        res["unit_peak_flops_per_s"], res["unit_utilisation"] = unit_utilisation(
+            res["flops"], timing["times_s"], timing["peak_samples"])
+        res["peak_flops_per_s"] = statistics.median(res["unit_peak_flops_per_s"])
+        res["utilisation"] = statistics.median(res["unit_utilisation"])
+        res["peak_samples"] = timing["peak_samples"]
+        per_unit = [1] * repeats
     elif phase == "env":
-        step, per_unit = phase_env(ctx, agent)
-        warm, times, cpu, _, _ = timed_units(step, warmup, repeats, device, None)
-        times, cpu, warm = [t / per_unit for t in times], [c / per_unit for c in cpu], [w / per_unit for w in warm]
-    else:  # eval: time per capped repeat, converted to per-episode figures below
-        step, cap, record = phase_eval(ctx, agent)
-        warm, times, cpu, _, _ = timed_units(step, warmup, repeats, device, None)
-        episodes = record["episodes"][warmup:]
-        total_t = sum(times)
-        res["steps_per_s"] = cap * len(times) / total_t if total_t else None
-        res["episodes_finished"] = int(sum(episodes))
-        res["mean_episode_length"] = statistics.mean(record["lengths"]) if record["lengths"] else None
-        res["episodes_per_s"] = sum(episodes) / total_t if total_t else None
-        res["num_envs"], res["steps_per_repeat"] = int(ctx.args["eval_envs"]), cap
-        res["repeat_times_s"] = times
-        # per-episode time: measured episodes where some finished, else unknown
-        times = [total_t / sum(episodes)] if sum(episodes) else [float("nan")]
-        cpu = [sum(cpu) / sum(episodes)] if sum(episodes) else [float("nan")]
-    res["times_s"] = times
-    res["median_s"] = statistics.median(times)
-    res["min_s"], res["max_s"] = min(times), max(times)
-    res["per_s"] = 1 / res["median_s"] if res["median_s"] and res["median_s"] == res["median_s"] else None
-    res["cpu_s_median"] = statistics.median(cpu) if cpu else None
-    res["warmup_s"] = warm
-    res["warmup_total_s"] = sum(warm)
-    if phase == "env":
-        res["steps_per_repeat"] = per_unit
+        step, steps = phase_env(ctx, agent)
+        timing = timed_units(step, warmup, repeats, device)
+        res["steps_per_repeat"], per_unit = steps, [steps] * repeats
+    else:  # eval: per-episode figures from each evaluation's time and episode count
+        step, record = phase_eval(ctx, agent)
+        timing = timed_units(step, warmup, repeats, device)
+        per_unit = record["episodes"][warmup:]
+        lengths = [n for rep in record["lengths"][warmup:] for n in rep]
+        total_s = sum(timing["times_s"])
+        res.update(num_envs=int(ctx.spec["eval_envs"]), episodes_per_repeat=int(ctx.spec["eval_episodes"]),
+                   repeat_times_s=timing["times_s"], episodes_finished=sum(per_unit),
+                   mean_episode_length=statistics.mean(lengths), steps_per_s=sum(lengths) / total_s,
+                   episodes_per_s=sum(per_unit) / total_s)
+    times = [t / n for t, n in zip(timing["times_s"], per_unit)]
+    res.update(times_s=times, median_s=statistics.median(times), min_s=min(times), max_s=max(times),
+               cpu_s_median=statistics.median(c / n for c, n in zip(timing["cpu_s"], per_unit)),
+               warmup_s=timing["warmup_s"], warmup_total_s=sum(timing["warmup_s"]))
+    res["per_s"] = 1 / res["median_s"]
+    if "flops" in res:
+        res["achieved_flops_per_s"] = res["flops"] / res["median_s"]
     return res
 
 
 # --- orchestration ------------------------------------------------------------------------------------------------------
 
 
-def machine_info(device: str) -> dict:
-    import torch
-
-    info: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
-                            "cpu_model": _cpu_model(), "logical_cpus": os.cpu_count(),
-                            "torch_threads": torch.get_num_threads(), "device": device}
-    with contextlib.suppress(OSError):
-        info["loadavg"] = list(os.getloadavg())
-    if device == "cuda" and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
 def projection(variant: dict, paper_size: bool) -> dict:
     """Wall time of a full run from this variant's per-unit medians (phases not measured are left out)."""
     ph = variant["phases"]
-    parts: dict[str, float] = {}
-    for name in ("denoiser", "rew_end", "actor_critic"):
-        if name in ph and ph[name]["median_s"] == ph[name]["median_s"]:
-            parts[name] = PAPER_RUN[name] * ph[name]["median_s"]
-    if "env" in ph:
-        parts["env"] = PAPER_RUN["env_steps"] * ph["env"]["median_s"]
-    if "eval" in ph and ph["eval"].get("episodes_finished"):
-        parts["eval"] = PAPER_RUN["eval_episodes"] * ph["eval"]["median_s"]
-    missing = [p for p in ("denoiser", "rew_end", "actor_critic", "env", "eval") if p not in parts]
+    counts = {"denoiser": PAPER_RUN["denoiser"], "rew_end": PAPER_RUN["rew_end"],
+              "actor_critic": PAPER_RUN["actor_critic"], "env": PAPER_RUN["env_steps"], "eval": PAPER_RUN["eval_episodes"]}
+    parts = {name: count * ph[name]["median_s"] for name, count in counts.items() if name in ph}
     total = sum(parts.values())
-    return {"seconds": parts, "total_s": total, "total_hours": total / 3600, "missing": missing,
-            "paper_size": paper_size, "counts": PAPER_RUN}
+    return {"seconds": parts, "total_s": total, "total_hours": total / 3600,
+            "missing": [p for p in counts if p not in parts], "paper_size": paper_size, "counts": PAPER_RUN}
 
 
 def run(args: argparse.Namespace) -> dict:
     import torch
+
+    from diamond_pl.perf import as_fast_path_config
+    from diamond_pl.perf.measure import machine_info
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
@@ -636,33 +441,36 @@ def run(args: argparse.Namespace) -> dict:
     warmup = args.warmup if args.warmup is not None else (2 if on_cpu else 3)
     if repeats < 1:
         raise UsageError(f"--repeats must be >= 1, got {repeats}")
-    overrides = {"cpu_threads": args.threads, "compile": args.compile, "compile_mode": args.compile_mode, "channels_last": args.channels_last,
+    data, loop = cfg.get("data") or {}, cfg.get("loop") or {}
+    batch_size = args.batch_size or int(data.get("batch_size", 32))
+    paper_size = args.scale == 1.0 and is_paper_size(cfg["model"], batch_size)
+    overrides = {"compile": args.compile, "compile_mode": args.compile_mode, "channels_last": args.channels_last,
                  "cuda_graphs": args.cuda_graphs, "inference_dtype": args.inference_dtype,
                  "host_malloc_tuning": args.host_malloc_tuning, "matmul_precision": args.matmul_precision,
                  "fused_adamw": args.fused_adamw}
-    fast = fast_config(cfg, overrides)
-    batch_size = args.batch_size
-    data_batch = int((cfg.get("data") or {}).get("batch_size", 32))
-    paper_size = args.scale == 1.0 and (batch_size is None or batch_size == 32) and data_batch == 32 \
-        and Path(args.config).name != "smoke.yaml"
-    spec_base = {"config": str(args.config), "device": device, "phases": phases, "repeats": repeats, "warmup": warmup,
-                 "batch_size": batch_size, "scale": args.scale, "seed": args.seed, "threads": args.threads,
-                 "env_steps": args.env_steps, "eval_steps": args.eval_steps, "eval_envs": args.eval_envs,
-                 "fast_cfg": fast, "progress": not args.quiet, "peak_size": args.peak_size}
-    result: dict[str, Any] = {
-        "command": "benchmark", "config": str(args.config), "machine": machine_info(device),
-        "settings": {k: spec_base[k] for k in ("phases", "repeats", "warmup", "batch_size", "scale", "seed",
-                                               "threads", "env_steps", "eval_steps", "eval_envs")},
-        "paper_size": paper_size, "variants": {}, "reference": REFERENCE,
+    fast = replace(as_fast_path_config(cfg["model"].get("fast")), **{k: v for k, v in overrides.items() if v is not None})
+    threads, calibration = choose_threads(args.threads, fast.cpu_threads) if on_cpu else (torch.get_num_threads(), None)
+    if on_cpu:
+        fast = replace(fast, cpu_threads=threads)  # decided here, for both variants
+    settings = {
+        "phases": phases, "repeats": repeats, "warmup": warmup, "batch_size": batch_size, "scale": args.scale,
+        "seed": args.seed, "threads": threads, "threads_calibration_s": calibration,
+        "env_steps": args.env_steps or int(loop.get("steps_per_epoch", 100)),
+        "eval_episodes": args.eval_episodes or int(loop.get("eval_episodes", 4)),
+        "eval_envs": args.eval_envs or int(loop.get("num_eval_envs", 4)),
+        # a paper-size network phase is compared with a 2048^3 matmul (8192^3 on a GPU); smaller configs get a smaller
+        # one, enough to reach the machine's rate, so that sampling the peak does not dominate the run
+        "peak_size": args.peak_size or {(True, True): 2048, (True, False): 512, (False, True): 8192,
+                                        (False, False): 2048}[(on_cpu, paper_size)],
     }
-    result["settings"]["batch_size"] = batch_size or data_batch
+    spec_base = dict(settings, config=str(args.config), device=device, fast_cfg=asdict(fast), progress=not args.quiet)
+    result: dict[str, Any] = {"command": "benchmark", "config": str(args.config), "machine": machine_info(device),
+                              "settings": settings, "paper_size": paper_size, "variants": {}, "reference": REFERENCE}
     flops: dict[str, int] = {}
     for variant in variants:
         spec = dict(spec_base, variant=variant, flops=flops)
         out = run_variant(spec) if args.in_process else _run_subprocess(spec)
-        for phase, res in out["phases"].items():
-            if res.get("flops"):
-                flops.setdefault(phase, res["flops"])
+        flops.update({p: r["flops"] for p, r in out["phases"].items() if r.get("flops") and p not in flops})
         out["projection"] = projection(out, paper_size)
         samples = out["peak_flops_samples"]
         out["peak_flops_per_s"] = {"median": statistics.median(samples), "min": min(samples), "max": max(samples)} \
@@ -670,10 +478,9 @@ def run(args: argparse.Namespace) -> dict:
         result["variants"][variant] = out
     with contextlib.suppress(OSError):
         result["machine"]["loadavg_after"] = list(os.getloadavg())
-    if "eager" in result["variants"] and "fast" in result["variants"]:
+    if {"eager", "fast"} <= set(result["variants"]):
         e, f = result["variants"]["eager"]["phases"], result["variants"]["fast"]["phases"]
-        result["speedup_fast_vs_eager"] = {p: e[p]["median_s"] / f[p]["median_s"] for p in e
-                                           if p in f and f[p]["median_s"] and e[p]["median_s"] == e[p]["median_s"]}
+        result["speedup_fast_vs_eager"] = {p: e[p]["median_s"] / f[p]["median_s"] for p in e if p in f}
     return result
 
 
@@ -681,8 +488,7 @@ def _run_subprocess(spec: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="diamond_bench_spec_") as tmp:
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
         spec_path.write_text(json.dumps(spec))
-        cmd = [sys.executable, "-m", "diamond_pl.tools.benchmark", "--worker", str(spec_path), str(out_path)]
-        proc = subprocess.run(cmd)
+        proc = subprocess.run([sys.executable, "-m", "diamond_pl.tools.benchmark", "--worker", str(spec_path), str(out_path)])
         if proc.returncode != 0:
             raise RunError(f"the {spec['variant']} variant failed (exit code {proc.returncode}); its output is above")
         return json.loads(out_path.read_text())
@@ -712,14 +518,13 @@ def print_report(result: dict) -> None:
     from rich.table import Table
 
     console = Console(width=max(Console().width, 200))
-    m = result["machine"]
+    m, s = result["machine"], result["settings"]
     console.print(f"[bold]diamond_pl benchmark[/] {result['config']}  device={m['device']}  cpu={m['cpu_model']} "
-                  f"({m['logical_cpus']} logical, torch threads {m['torch_threads']})  torch {m['torch']}  "
+                  f"({m['logical_cpus']} logical)  torch {m['torch']}  threads {s['threads']} (both variants)  "
                   f"load {m.get('loadavg')} -> {m.get('loadavg_after')}")
-    s = result["settings"]
-    console.print(f"batch {s['batch_size']}, scale {s['scale']}, warm-up {s['warmup']}, repeats {s['repeats']}"
+    console.print(f"batch {s['batch_size']}, scale {s['scale']}, warm-up {s['warmup']}, repeats {s['repeats']}, "
+                  f"peak matmul {s['peak_size']}^3"
                   + ("" if result["paper_size"] else "  [yellow](not paper size: projections are not the paper's)[/]"))
-    ref = REFERENCE["cpu_2core"]
     table = Table(title="per-unit times (median over repeats; min..max), FLOPs and utilisation of the measured fp32 matmul peak")
     for col in ("phase", "variant", "unit", "median", "min..max", "units/s", "GFLOP/unit", "GFLOP/s", "util",
                 "peak", "warm-up", "CPU s", "RSS MB", "dev MB", "ref (2-core CPU)"):
@@ -729,15 +534,14 @@ def print_report(result: dict) -> None:
             r = out["phases"].get(phase)
             if r is None:
                 continue
-            refs = ref.get(phase, {})
-            ref_txt = " / ".join(f"{k.split('_')[0]} {_fmt_s(v)}" for k, v in refs.items() if k.endswith("_s"))
+            refs = REFERENCE["cpu_2core"].get(phase, {})
             table.add_row(
-                phase, f"{variant} ({out.get('threads', '?')} thr)", r["unit"], _fmt_s(r["median_s"]), f"{_fmt_s(r['min_s'])}..{_fmt_s(r['max_s'])}",
+                phase, variant, r["unit"], _fmt_s(r["median_s"]), f"{_fmt_s(r['min_s'])}..{_fmt_s(r['max_s'])}",
                 _fmt(r.get("per_s"), ".3g"), _fmt(r.get("flops"), ".1f", 1e-9),
                 _fmt(r.get("achieved_flops_per_s"), ".1f", 1e-9), _fmt(r.get("utilisation"), ".0%"),
                 _fmt(r.get("peak_flops_per_s"), ".0f", 1e-9), _fmt_s(r.get("warmup_total_s")),
                 _fmt(r.get("cpu_s_median"), ".3g"), _fmt(r.get("peak_rss_mb"), ".0f"), _fmt(r.get("peak_device_mb"), ".0f"),
-                ref_txt,
+                " / ".join(f"{k.split('_')[0]} {_fmt_s(v)}" for k, v in refs.items() if k.endswith("_s")),
             )
     console.print(table)
     proj = Table(title="projected full run (spec §9.4: 409,600 denoiser + 409,600 reward/end + 404,600 actor-critic "
@@ -759,20 +563,22 @@ def print_report(result: dict) -> None:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m diamond_pl benchmark", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True, help="YAML config (its model and data sections are used)")
+    p.add_argument("--config", required=True, help="YAML config (its model, data and loop sections are used)")
     p.add_argument("--json", help="write the results to this JSON file")
     p.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}")
     p.add_argument("--variants", default="eager,fast", help="eager (every fast path off), fast, or both")
     p.add_argument("--repeats", type=int, help="timed units per phase (default: 2 on CPU, 10 on GPU)")
-    p.add_argument("--warmup", type=int, help="untimed units first, incl. compilation (default: 2 on CPU, where the host heap grows over the first updates; 3 on GPU)")
+    p.add_argument("--warmup", type=int, help="untimed units first, incl. compilation (default: 2 on CPU, where the "
+                   "host heap grows over the first updates; 3 on GPU)")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available, else cpu")
-    p.add_argument("--batch-size", type=int, help="batch size / imagined envs (default: data.batch_size, 32)")
+    p.add_argument("--batch-size", type=int, help="batch size / imagined envs (default: data.batch_size)")
     p.add_argument("--scale", type=float, default=1.0, help="multiply network widths (quick runs; 1 = config sizes)")
-    p.add_argument("--threads", type=int, help="torch.set_num_threads in the measuring process")
+    p.add_argument("--threads", type=int, help="CPU threads of both variants (default: the fast config's cpu_threads; "
+                   "'auto' calibrates once before the variants)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--env-steps", type=int, default=100, help="real env steps per env repeat (an epoch: 100)")
-    p.add_argument("--eval-steps", type=int, default=1000, help="cap on steps per eval env per repeat")
-    p.add_argument("--eval-envs", type=int, default=4, help="parallel test envs in the eval phase (paper: 4)")
+    p.add_argument("--env-steps", type=int, help="real env steps per env repeat (default: loop.steps_per_epoch)")
+    p.add_argument("--eval-episodes", type=int, help="test episodes per eval repeat (default: loop.eval_episodes)")
+    p.add_argument("--eval-envs", type=int, help="parallel test envs in the eval phase (default: loop.num_eval_envs)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="fast variant: torch.compile")
     p.add_argument("--compile-mode", help="fast variant: torch.compile mode")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
@@ -781,8 +587,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--inference-dtype", choices=("bfloat16", "float16", "float32"))
     p.add_argument("--matmul-precision", choices=("highest", "high", "medium"), help="fast variant (GPU: high = TF32)")
     p.add_argument("--fused-adamw", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--peak-size", type=int, help="side of the square fp32 matmul that measures the peak "
-                   "(default: 2048 on CPU, 8192 on GPU)")
+    p.add_argument("--peak-size", type=int, help="side of the square fp32 matmul that measures the peak (default: "
+                   "2048 on CPU / 8192 on GPU at paper size, else 512 / 2048)")
     p.add_argument("--in-process", action="store_true", help="run the variants in this process (no subprocesses)")
     p.add_argument("--quiet", action="store_true", help="no progress lines, no table")
     return p
@@ -791,9 +597,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["--worker"]:  # internal: one variant in a fresh process
-        spec_path, out_path = argv[1], argv[2]
-        out = run_variant(json.loads(Path(spec_path).read_text()))
-        Path(out_path).write_text(json.dumps(out))
+        out = run_variant(json.loads(Path(argv[1]).read_text()))
+        Path(argv[2]).write_text(json.dumps(out))
         return
     args = parser().parse_args(argv)
     result = run(args)

@@ -41,7 +41,15 @@ def tool_parser(command: str, description: str, seeds: str, ckpt_required: bool 
 
 def run_tool(command: str, fn: Callable[[], object]) -> None:
     """Run a tool's body; user errors become one clear line on stderr and exit status 2 (`errors.run_command`)."""
-    run_command(command, fn)
+    from diamond_pl.video import VideoFormatError
+
+    def body() -> None:
+        try:
+            fn()
+        except VideoFormatError as e:  # a wrong --out suffix is a usage error too
+            raise ToolError(str(e)) from None
+
+    run_command(command, body)
 
 
 def pick_device(name: str | None) -> torch.device:

@@ -111,7 +111,7 @@ def live_start(env: PixelEnv, actor: ActorCriticPolicy, n: int, start_step: int,
     """Play the policy for `start_step` steps; the env stays at that state for the replay."""
     import torch
 
-    from diamond_pl.data.frames import uint8_to_float
+    from diamond_pl.frames import uint8_to_float
 
     if start_step < n - 1:
         raise ToolError(f"--start-step must be >= {n - 1}: the world model needs {n} real frames of context")
@@ -163,10 +163,10 @@ def recorded_start(data_dir: Path, episode: int | None, start_step: int | None, 
 def dream(args: argparse.Namespace) -> dict:
     import torch
 
-    from diamond_pl.data.frames import uint8_to_float
+    from diamond_pl.frames import uint8_to_float
     from diamond_pl.modules.actor_critic import ActorCriticPolicy
     from diamond_pl.tools.imagined_env import ImaginedEnv
-    from diamond_pl.tools.video import check_mp4_support, compose, save_animation, save_strip, to_uint8
+    from diamond_pl.video import check_mp4_support, compose, save_animation, save_strip, to_uint8
 
     if args.horizon < 1:
         raise ToolError(f"--horizon must be >= 1, got {args.horizon}")
@@ -239,7 +239,7 @@ def dream(args: argparse.Namespace) -> dict:
         images.append(compose([s.obs, real_frame], [left, right], args.scale))
     save_animation(images, args.out, args.fps)
 
-    psnr = [_psnr(to_uint8(s.obs), f) for s, (f, _, over) in zip(imagined, real) if over < 2]
+    psnr = [psnr_uint8(to_uint8(s.obs), f) for s, (f, _, over) in zip(imagined, real) if over < 2]
     summary = {
         "game": agent.game,
         "start": start.description,
@@ -287,9 +287,12 @@ def _real_title(recorded: bool) -> str:
 
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two uint8 frames (inf when equal)."""
+    import torch
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
+    return float(peak_signal_noise_ratio(torch.from_numpy(a).double(), torch.from_numpy(b).double(), data_range=255.0))
 
 
 def _print_summary(s: dict) -> None:

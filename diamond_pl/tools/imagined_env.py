@@ -1,8 +1,8 @@
 """One imagined game for the interactive tools (dream, play): the world model stepped one action at a time.
 
 It does what `envs.world_model_env.WorldModelEnv.step` does for one env (same order: write the action into the last
-slot, sample the next frame, sample reward sign and end from the reward/end model advancing its LSTM, roll the
-buffers), but it never resets by itself: the caller decides what an imagined end means (dream keeps going and marks
+slot, sample the next frame with `diffusion.next_frame.sample_next_frame`, sample reward sign and end from the
+reward/end model advancing its LSTM, roll the buffers), but it never resets by itself: the caller decides what an imagined end means (dream keeps going and marks
 it; play shows it and resets). It can also return the sampler's denoising trajectory of a step.
 
 A context is the last n = 4 real frames with the n - 1 actions taken between them (padding frames 0.0, as in
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from diamond_pl.diffusion.next_frame import roll, sample_next_frame
 
 
 @dataclass
@@ -55,9 +56,9 @@ class ImaginedEnv:
         if self.obs_buffer is None:
             raise RuntimeError("reset the imagined env with a real context first")
         self.act_buffer[:, -1] = int(action)
-        out = self.denoiser.sample_next_obs(self.obs_buffer, self.act_buffer, generator=self.generator,
-                                            return_trajectory=return_trajectory)
-        next_obs, trajectory = out if return_trajectory else (out, None)
+        next_obs, next_context, trajectory = sample_next_frame(
+            self.denoiser.sample_next_obs, self.obs_buffer, self.act_buffer, generator=self.generator,
+            return_trajectory=return_trajectory)
         act = self.act_buffer[:, -1:]
         logits_rew, logits_end, self.hx_cx = self.rew_end(self.obs_buffer[:, -1:], act, next_obs[:, None], self.hx_cx)
         p_rew = torch.softmax(logits_rew[0, 0].float(), dim=-1)
@@ -65,7 +66,7 @@ class ImaginedEnv:
         # sampled, not argmax, as in imagination during training
         rew = int(torch.multinomial(p_rew, 1, generator=self.generator)) - 1
         end = bool(torch.multinomial(p_end, 1, generator=self.generator))
-        self.obs_buffer = torch.cat((self.obs_buffer[:, 1:], next_obs[:, None]), dim=1)
-        self.act_buffer = torch.cat((self.act_buffer[:, 1:], torch.zeros_like(act)), dim=1)
+        self.obs_buffer = next_context
+        self.act_buffer = roll(self.act_buffer, torch.zeros_like(act[:, 0]))
         return ImaginedStep(obs=next_obs[0], rew=float(rew), end=end, rew_probs=p_rew.cpu(), end_prob=float(p_end[1]),
                             trajectory=None if trajectory is None else trajectory[:, 0])

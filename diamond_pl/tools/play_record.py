@@ -8,7 +8,7 @@ reset (Enter, m, the arrows) is dropped, as in DIAMOND. Files are written atomic
 to, never overwritten.
 
 Frames are what the player saw, as uint8: real frames as the emulator gave them, imagined ones quantised as every
-generated frame is (`data.frames.float_to_uint8`).
+generated frame is (`frames.float_to_uint8`).
 """
 
 from __future__ import annotations

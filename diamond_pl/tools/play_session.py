@@ -24,9 +24,9 @@ from torch import Tensor
 
 from diamond_pl.data.collector import Collector
 from diamond_pl.data.episode import EpisodeFileError
-from diamond_pl.data.frames import float_to_uint8, uint8_to_float
 from diamond_pl.data.sampler import SegmentSampler
 from diamond_pl.data.store import EpisodeStore
+from diamond_pl.frames import float_to_uint8, uint8_to_float
 from diamond_pl.modules.actor_critic import ActorCriticPolicy
 from diamond_pl.tools.common import ToolError
 from diamond_pl.tools.imagined_env import ImaginedEnv

@@ -1,8 +1,8 @@
-"""RewardEndModule: predicts the reward sign and the episode end of a transition (reference spec §6).
+"""RewEndModule: predicts the reward sign and the episode end of a transition (reference spec §6).
 
 Trained with cross-entropy on windows of 19 real frames (18 transitions, padding on both sides allowed). Because
-non-zero rewards and ends are rare, per-class precision / recall / F1 from confusion matrices (rows = true class,
-columns = predicted) are the metrics to watch; they accumulate over an epoch (train) or an evaluation (test).
+non-zero rewards and ends are rare, per-class precision / recall / F1 (torchmetrics) are the metrics to watch; they
+accumulate over an epoch (train) or an evaluation (test).
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchmetrics.classification import MulticlassConfusionMatrix
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassF1Score, MulticlassPrecision, MulticlassRecall
 
 from diamond_pl.data.batch import Batch
 from diamond_pl.modules.component import Component
@@ -21,13 +22,13 @@ from diamond_pl.nets.rew_end_net import (
     NUM_END_CLASSES, NUM_REW_CLASSES, RewEndNet, RewEndNetConfig,
 )
 
-IGNORE = -1  # target value of padded transitions in the confusion matrices (no boolean indexing, no host sync)
+IGNORE = -1  # target value of padded transitions in the per-class metrics (no boolean indexing, no host sync)
 
 
 class RewEndLossOutput(NamedTuple):
     loss: Tensor  # scalar, to backpropagate
     metrics: dict[str, Tensor]  # detached scalars: loss_rew, loss_end, loss_total
-    # for the confusion matrices (rows = true class, columns = predicted); only entries where `mask` is True are real
+    # for the per-class metrics; only entries where `mask` is True are real
     pred_rew: Tensor  # int64 (B, T-1), argmax class
     target_rew: Tensor  # int64 (B, T-1), sign(r) + 1
     pred_end: Tensor  # int64 (B, T-1)
@@ -35,7 +36,7 @@ class RewEndLossOutput(NamedTuple):
     mask: Tensor  # bool (B, T-1), real (non-padding) transitions
 
 
-def reward_end_loss(
+def rew_end_loss(
     net: RewEndNet,
     obs: Tensor,
     act: Tensor,
@@ -87,42 +88,32 @@ def reward_end_loss(
     )
 
 
-def reward_end_optim() -> OptimConfig:
+def rew_end_optim() -> OptimConfig:
     return OptimConfig(lr=1e-4, eps=1e-8, weight_decay=0.01, warmup_steps=100, max_grad_norm=100.0)
 
 
-def per_class_metrics(confusion: Tensor, prefix: str) -> dict[str, Tensor]:
-    """precision_k = C[k,k] / sum_i C[i,k], recall_k = C[k,k] / sum_j C[k,j], f1 = 2 P R / (P + R); 0 where undefined."""
-    c = confusion.double()
-    tp = c.diagonal()
-    precision = torch.nan_to_num(tp / c.sum(dim=0))
-    recall = torch.nan_to_num(tp / c.sum(dim=1))
-    f1 = torch.nan_to_num(2 * precision * recall / (precision + recall))
-    out = {}
-    for k in range(c.shape[0]):
-        out[f"{prefix}_precision_class_{k}"] = precision[k].float()
-        out[f"{prefix}_recall_class_{k}"] = recall[k].float()
-        out[f"{prefix}_f1_score_class_{k}"] = f1[k].float()
-    return out
+def per_class_metrics(num_classes: int) -> MetricCollection:
+    """Per-class precision, recall and F1 (0 where undefined), from one shared set of true/false positive counts
+    (torchmetrics' compute groups); targets equal to IGNORE are left out. `compute()` -> {"precision": (K,), ...}."""
+    kwargs = {"num_classes": num_classes, "average": "none", "ignore_index": IGNORE, "zero_division": 0}
+    return MetricCollection({"precision": MulticlassPrecision(**kwargs), "recall": MulticlassRecall(**kwargs),
+                             "f1_score": MulticlassF1Score(**kwargs)})
 
 
-class RewardEndModule(Component):
+class RewEndModule(Component):
     name = "rew_end_model"
 
     def __init__(self, net: RewEndNetConfig, optim: OptimConfig | None = None) -> None:
         super().__init__()
         self.net_cfg = net
-        self.optim_cfg = optim or reward_end_optim()
+        self.optim_cfg = optim or rew_end_optim()
         self.net = RewEndNet(net)
-        # one pair of confusion matrices per stage ("train_"/"test_": ModuleDict keys must not shadow Module.train),
-        # so a test pass does not disturb the train epoch's counts
-        self.confusion = torch.nn.ModuleDict(
+        # one pair of metric sets per stage ("train_"/"test_": ModuleDict keys must not shadow Module.train), so a test
+        # pass does not disturb the train epoch's counts
+        self.classification = torch.nn.ModuleDict(
             {
                 stage: torch.nn.ModuleDict(
-                    {
-                        "rew": MulticlassConfusionMatrix(NUM_REW_CLASSES, ignore_index=IGNORE),
-                        "end": MulticlassConfusionMatrix(NUM_END_CLASSES, ignore_index=IGNORE),
-                    }
+                    {"rew": per_class_metrics(NUM_REW_CLASSES), "end": per_class_metrics(NUM_END_CLASSES)}
                 )
                 for stage in ("train_", "test_")
             }
@@ -132,25 +123,23 @@ class RewardEndModule(Component):
         return self.net(obs, act, next_obs, hx_cx)
 
     def loss(self, batch: Batch, stage: str = "train") -> tuple[Tensor, dict[str, Tensor]]:
-        out = reward_end_loss(
+        out = rew_end_loss(
             self.net, batch.obs_float(), batch.act, batch.rew, batch.end, batch.mask_padding,
             batch.final_obs_float(), batch.has_final_obs,
         )  # fmt: skip
         with torch.no_grad():
-            cm = self.confusion[stage + "_"]
-            cm["rew"].update(out.pred_rew.flatten(), out.target_rew.masked_fill(~out.mask, IGNORE).flatten())
-            cm["end"].update(out.pred_end.flatten(), out.target_end.masked_fill(~out.mask, IGNORE).flatten())
+            heads = self.classification[stage + "_"]
+            heads["rew"].update(out.pred_rew.flatten(), out.target_rew.masked_fill(~out.mask, IGNORE).flatten())
+            heads["end"].update(out.pred_end.flatten(), out.target_end.masked_fill(~out.mask, IGNORE).flatten())
         return out.loss, dict(out.metrics)
 
     def classification_metrics(self, stage: str) -> dict[str, Tensor]:
         """Per-class precision / recall / F1 accumulated since the last call for this stage; then reset."""
-        cm = self.confusion[stage + "_"]
-        metrics = {
-            **per_class_metrics(cm["rew"].compute(), "classification_metrics/rew"),
-            **per_class_metrics(cm["end"].compute(), "classification_metrics/end"),
-        }
-        cm["rew"].reset()
-        cm["end"].reset()
+        metrics = {}
+        for head, collection in self.classification[stage + "_"].items():
+            for name, per_class in collection.compute().items():
+                metrics.update({f"classification_metrics/{head}_{name}_class_{k}": v for k, v in enumerate(per_class)})
+            collection.reset()
         return metrics
 
     def trainable(self) -> torch.nn.Module:

@@ -1,8 +1,9 @@
-"""Pictures for the tools: frames side by side under a text header, saved as an animated GIF (Pillow, always there),
-an MP4 (only if `imageio-ffmpeg` is installed) or a PNG strip.
+"""The one video writer: frames side by side under a text header, as an animated GIF (Pillow, always there), an MP4
+(only if `imageio-ffmpeg` is installed), a PNG strip, or a GIF in TensorBoard (`log_gif`). Used by the dream and play
+tools and by the evaluation's imagined-vs-real GIF.
 
-Frames come in as uint8 (3, H, W) numpy arrays, the project's frame format, and are upscaled with nearest neighbour
-so that single Atari pixels stay sharp.
+Frames come in as uint8 (3, H, W) numpy arrays, the project's frame format, or float [-1, 1] tensors, and are upscaled
+with nearest neighbour so that single Atari pixels stay sharp.
 """
 
 from __future__ import annotations
@@ -16,14 +17,17 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from diamond_pl.data.frames import float_to_uint8
 from diamond_pl.atomic import atomic_write_bytes
-from diamond_pl.tools.common import ToolError
+from diamond_pl.frames import float_to_uint8
 
 SEPARATOR = 4  # px of dark gap between panels
 LINE_HEIGHT = 12  # px per header text line (Pillow's default bitmap font is 11 px high)
 BACKGROUND = (16, 16, 16)
 TEXT = (235, 235, 235)
+
+
+class VideoFormatError(ValueError):
+    """An output path this module cannot write (the message says what would work)."""
 
 
 def to_uint8(frame) -> np.ndarray:
@@ -83,17 +87,17 @@ def save_animation(images: Sequence[Image.Image], path: str | os.PathLike, fps: 
     elif suffix == ".mp4":
         _save_mp4(images, path, fps)
     else:
-        raise ToolError(f"{path}: unknown video format {suffix!r}; use a .gif (always works) or .mp4 "
+        raise VideoFormatError(f"{path}: unknown video format {suffix!r}; use a .gif (always works) or .mp4 "
                         f"(needs `pip install imageio-ffmpeg`)")
     return path
 
 
 def check_mp4_support(path: str | os.PathLike):
-    """The imageio_ffmpeg module, or a ToolError saying how to get it."""
+    """The imageio_ffmpeg module, or a VideoFormatError saying how to get it."""
     try:
         import imageio_ffmpeg
     except ImportError:
-        raise ToolError(f"{path}: writing .mp4 needs imageio-ffmpeg (`pip install imageio-ffmpeg`); "
+        raise VideoFormatError(f"{path}: writing .mp4 needs imageio-ffmpeg (`pip install imageio-ffmpeg`); "
                         f"or save a .gif, which always works") from None
     return imageio_ffmpeg
 
@@ -124,9 +128,31 @@ def save_strip(frames: Sequence, path: str | os.PathLike, labels: Sequence[str] 
     """Frames in one row (e.g. a denoising trajectory) as a PNG, each under its label."""
     path = Path(path)
     if path.suffix.lower() != ".png":
-        raise ToolError(f"{path}: the strip is written as PNG; give a .png path")
+        raise VideoFormatError(f"{path}: the strip is written as PNG; give a .png path")
     image = compose(frames, [[label] for label in labels], scale)
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     atomic_write_bytes(path, buf.getvalue())
     return path
+
+
+def log_gif(logger, tag: str, images: Sequence[Image.Image], step: int, fps: float = 10.0) -> bool:
+    """Write `images` as an animated GIF to a Lightning TensorBoardLogger. Returns False (nothing written) for any
+    other logger, or a closed one.
+
+    Public API only, as far as TensorBoard and torch offer it: `SummaryWriter.add_video` would encode the GIF itself,
+    but needs moviepy < 2 (torch imports `moviepy.editor`, which moviepy 2 removed), and `add_image` writes PNG
+    stills only. So the GIF is encoded here (`gif_bytes`) and handed over as an image summary (TensorBoard's event
+    protocol buffer, `tensorboard.compat.proto.summary_pb2`, the format the image dashboard reads) through the
+    writer's public `file_writer` (a `torch.utils.tensorboard.writer.FileWriter`) and its documented `add_summary`,
+    which is what every `SummaryWriter.add_*` method ends in."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    file_writer = getattr(getattr(logger, "experiment", None), "file_writer", None)
+    if file_writer is None or not hasattr(file_writer, "add_summary"):
+        return False  # not TensorBoard (e.g. a dummy experiment on ranks > 0), or closed
+    width, height = images[0].size
+    image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=gif_bytes(images, fps))
+    file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+    file_writer.flush()
+    return True
