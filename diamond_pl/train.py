@@ -25,7 +25,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from diamond_pl import quiet
 from diamond_pl.agent import DiamondAgent
-from diamond_pl.data.datamodule import ReplayDataModule
+from diamond_pl.data.datamodule import ReplayDataModule, window_lengths
 from diamond_pl.envs.spec import EnvSpec
 from diamond_pl.errors import ConfigError, UsageError
 from diamond_pl.loop import interrupt
@@ -105,6 +105,29 @@ def check_devices(trainer) -> None:
     )
 
 
+def resolve_window_lengths(cfg: Namespace) -> None:
+    """`data.rew_end_seq_len` must be `model.world_model_env.horizon` + n and `data.denoiser_seq_len` more than n
+    (n = `model.denoiser.num_steps_conditioning`): null derives them (n + 2, horizon + n), a value that disagrees is
+    an error, so changing the horizon or n cannot silently leave the reward/end windows at 19."""
+    n, horizon = cfg.model.denoiser.num_steps_conditioning, cfg.model.world_model_env.horizon
+    denoiser_len, rew_end_len = window_lengths(n, horizon)
+    if cfg.data.rew_end_seq_len is None:
+        cfg.data.rew_end_seq_len = rew_end_len
+    elif cfg.data.rew_end_seq_len != rew_end_len:
+        raise ValueError(
+            f"data.rew_end_seq_len ({cfg.data.rew_end_seq_len}) must be model.world_model_env.horizon ({horizon}) + "
+            f"model.denoiser.num_steps_conditioning ({n}) = {rew_end_len}: set it to {rew_end_len} or null (derived)"
+        )
+    if cfg.data.denoiser_seq_len is None:
+        cfg.data.denoiser_seq_len = denoiser_len
+    elif cfg.data.denoiser_seq_len <= n:
+        raise ValueError(
+            f"data.denoiser_seq_len ({cfg.data.denoiser_seq_len}) must exceed model.denoiser.num_steps_conditioning "
+            f"({n}): n context frames + 1 target + autoregressive steps (paper: {n} + 1 + 1 = {denoiser_len}); "
+            f"null derives {denoiser_len}"
+        )
+
+
 SEED_KEY = "seed_everything"  # top-level key of a full checkpoint: the run's seed
 
 
@@ -173,7 +196,11 @@ class DiamondCLI(LightningCLI):
         return spec
 
     def before_instantiate_classes(self) -> None:
-        cfg = self.config[self.subcommand]
+        cfg = self.config[self.subcommand] if self.subcommand else self.config  # run=False: no subcommand
+        try:
+            resolve_window_lengths(cfg)
+        except ValueError as e:  # window lengths that disagree with the horizon: one line
+            raise ConfigError(str(e)) from None
         game = self._fill_paths(cfg).slug
         logger = cfg.trainer.logger
         if isinstance(logger, Namespace) and logger.get("class_path", "").endswith("TensorBoardLogger"):
@@ -226,7 +253,7 @@ class DiamondCLI(LightningCLI):
         return None if seed is None else int(seed)
 
     def after_instantiate_classes(self) -> None:
-        cfg = self.config[self.subcommand]
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
         for section in getattr(self, "_seed_followers", ()):
             cfg[section].seed = None
         if hasattr(self, "run_seed"):

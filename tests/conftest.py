@@ -3,7 +3,9 @@ from pathlib import Path
 
 import pytest
 
-GOLDEN_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "golden" / "diamond_small"
+GOLDEN_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "golden"
+GOLDEN_DIR = GOLDEN_ROOT / "diamond_small"
+ATARI26_DIR = GOLDEN_ROOT / "atari26"
 
 
 def pytest_configure(config):
@@ -14,11 +16,30 @@ def pytest_configure(config):
     torch.set_num_threads(int(os.environ.get("DIAMOND_PL_TEST_THREADS", "1")))
 
 
+def in_ci() -> bool:
+    """CI sets `CI` (GitHub Actions, GitLab, ... set it to "true"); there missing reference data is an error."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def require_golden(path: Path) -> Path:
+    """`path` if it exists; otherwise skip locally, but fail under CI: a CI without ../shared would otherwise pass
+    with no comparison against the reference at all."""
+    if not path.exists():
+        message = f"golden data not found at {path} (expected ../shared/golden beside the checkout)"
+        if in_ci():
+            pytest.fail(message + "; CI is set, so the golden tests must run", pytrace=False)
+        pytest.skip(message)
+    return path
+
+
 @pytest.fixture(scope="session")
 def golden_dir() -> Path:
-    if not GOLDEN_DIR.is_dir():
-        pytest.skip(f"golden data not found at {GOLDEN_DIR} (expected ../shared/golden beside the checkout)")
-    return GOLDEN_DIR
+    return require_golden(GOLDEN_DIR)
+
+
+@pytest.fixture(scope="session")
+def atari26_traces_path() -> Path:
+    return require_golden(ATARI26_DIR / "env_traces.npz")
 
 
 @pytest.fixture(scope="session")

@@ -46,6 +46,12 @@ def check_static_dataset(root: str) -> None:
                               f"or under {split}/episodes/)")
 
 
+def window_lengths(num_steps_conditioning: int = 4, horizon: int = 15, autoregressive_steps: int = 1) -> tuple[int, int]:
+    """Frames per (denoiser, reward/end) window (spec §2.5): n + 1 + autoregressive steps, and imagination horizon + n
+    (the reward/end model is trained on windows as long as an imagined episode plus its context). Paper: (6, 19)."""
+    return num_steps_conditioning + 1 + autoregressive_steps, horizon + num_steps_conditioning
+
+
 class ReplayDataModule(L.LightningDataModule):
     def __init__(self, run_dir: str | None = None, game: str = "Breakout", env_id: str | None = None,
                  img_size: int = 64, frame_skip: int = 1, max_pool: bool = False, pixels: str = "auto",
@@ -54,7 +60,8 @@ class ReplayDataModule(L.LightningDataModule):
                  ignore_sample_weights: bool = True, seed: int | None = None,
                  updates_first_epoch: UpdateCounts = UpdateCounts(10_000, 10_000, 5_000),
                  updates_per_epoch: UpdateCounts = UpdateCounts(400, 400, 400),
-                 denoiser_seq_len: int = 6, rew_end_seq_len: int = 19, model_free: bool = False) -> None:
+                 denoiser_seq_len: int | None = None, rew_end_seq_len: int | None = None,
+                 model_free: bool = False) -> None:
         """
         Args:
             run_dir: run folder; the datasets go to `<run_dir>/dataset/{train,test}`. None: lightning_logs/<env>.
@@ -74,7 +81,10 @@ class ReplayDataModule(L.LightningDataModule):
             updates_first_epoch: optimiser steps per component in epoch 1 (paper: 10k / 10k / 5k).
             updates_per_epoch: optimiser steps per component in later epochs (paper: 400 / 400 / 400).
             denoiser_seq_len: frames per denoiser window = n + 1 + autoregressive steps (paper: 4 + 1 + 1 = 6).
+                None: `window_lengths()` of the paper's n; `fit` derives it from `model.denoiser` (train.py).
             rew_end_seq_len: frames per reward/end window = imagination horizon + n (paper: 15 + 4 = 19).
+                None: as above; `fit` derives it from `model.world_model_env.horizon` and n, and rejects a
+                value that disagrees with them.
             model_free: only actor-critic updates (set from `model.model_free` by the CLI).
         """
         super().__init__()
@@ -86,6 +96,9 @@ class ReplayDataModule(L.LightningDataModule):
             self.updates_per_epoch = from_dict(UpdateCounts, updates_per_epoch)
         except (TypeError, ValueError) as e:
             raise ConfigError(f"--data.updates_per_epoch: {e}") from None
+        default_den, default_rew = window_lengths()
+        denoiser_seq_len = default_den if denoiser_seq_len is None else denoiser_seq_len
+        rew_end_seq_len = default_rew if rew_end_seq_len is None else rew_end_seq_len
         self.denoiser_seq_len, self.rew_end_seq_len = denoiser_seq_len, rew_end_seq_len
         # plain values only in hparams: checkpoints must load with weights_only=True
         self.save_hyperparameters({

@@ -1,0 +1,183 @@
+"""Regression guards for the actor-critic loss and the reward/end model's end head (reference spec §6.2, §7.4).
+
+  - the actor-critic loss gradient equals the spec's, term by term, at a non-uniform policy (where the entropy term
+    has a gradient) with non-zero advantages: removing the value baseline or flipping the entropy sign fails here,
+    although the imagination learning test would still pass;
+  - the end head learns when episodes end (the reward learning test never trains or checks it).
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from diamond_pl.data.batch import Batch
+from diamond_pl.modules.actor_critic import actor_critic_loss
+from diamond_pl.modules.optim import OptimConfig, configure_adamw
+from diamond_pl.modules.rew_end import RewEndModule
+from diamond_pl.nets.rew_end_net import RewEndNetConfig
+
+
+def test_actor_critic_loss_gradient_is_reinforce_with_baseline_value_mse_and_entropy_bonus():
+    """Spec §7.4 over B x T entries, entropy weight 0.001, value weight 1:
+    d/dlogits = [ (G - V) (pi - onehot(a)) + 0.001 pi (log pi + H) ] / (B T),  d/dV = 2 (V - G) / (B T)."""
+    g = torch.Generator().manual_seed(0)
+    b, t, a = 3, 5, 4
+    logits = (torch.randn(b, t, a, generator=g) * 2).requires_grad_()
+    values = torch.randn(b, t, generator=g).requires_grad_()
+    returns = torch.randn(b, t, generator=g) * 3
+    actions = torch.randint(a, (b, t), generator=g)
+    loss, metrics = actor_critic_loss(logits, values, actions, returns, entropy_weight=0.001, value_weight=1.0)
+    loss.backward()
+
+    with torch.no_grad():
+        log_pi = torch.log_softmax(logits, -1)
+        pi = log_pi.exp()
+        entropy = -(pi * log_pi).sum(-1, keepdim=True)
+        advantage = (returns - values)[..., None]
+        onehot = torch.nn.functional.one_hot(actions, a).float()
+        expected_logits_grad = (advantage * (pi - onehot) + 0.001 * pi * (log_pi + entropy)) / (b * t)
+        expected_values_grad = 2 * (values - returns) / (b * t)
+        assert (advantage.abs() > 0.1).any() and (entropy < np.log(a) - 0.1).any()  # the terms are not trivial
+    torch.testing.assert_close(logits.grad, expected_logits_grad, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(values.grad, expected_values_grad, rtol=1e-5, atol=1e-7)
+    # and the values of the pieces
+    with torch.no_grad():
+        lp_a = log_pi.gather(-1, actions[..., None])[..., 0]
+        torch.testing.assert_close(metrics["loss_actions"], -(lp_a * (returns - values)).mean())
+        torch.testing.assert_close(metrics["loss_entropy"], -0.001 * entropy.mean())
+        torch.testing.assert_close(metrics["loss_values"], ((values - returns) ** 2).mean())
+        torch.testing.assert_close(metrics["policy_entropy"], entropy.mean() / np.log(2))
+
+
+def test_actor_critic_loss_weights_scale_their_terms():
+    g = torch.Generator().manual_seed(1)
+    logits, values = torch.randn(2, 3, 4, generator=g), torch.randn(2, 3, generator=g)
+    returns, actions = torch.randn(2, 3, generator=g), torch.randint(4, (2, 3), generator=g)
+    _, m1 = actor_critic_loss(logits, values, actions, returns, entropy_weight=0.001, value_weight=1.0)
+    _, m2 = actor_critic_loss(logits, values, actions, returns, entropy_weight=0.01, value_weight=0.5)
+    torch.testing.assert_close(m2["loss_entropy"], 10 * m1["loss_entropy"])
+    torch.testing.assert_close(m2["loss_values"], 0.5 * m1["loss_values"])
+    torch.testing.assert_close(m2["loss_actions"], m1["loss_actions"])
+
+
+SIDE, T, END_ACTION = 16, 6, 3
+
+
+def episode_ends(rng: np.random.Generator, batch_size: int) -> Batch:
+    """Noise frames; taking action 3 ends the episode: that step has end = 1, the window is padding after it and the
+    episode's final frame is stored. No rewards. So `end` is a function of the action."""
+    batch = Batch.zeros(batch_size, T, (3, SIDE, SIDE))
+    batch.obs.numpy()[:] = rng.integers(0, 256, size=batch.obs.shape, dtype=np.uint8)
+    act = rng.integers(0, 4, size=(batch_size, T))
+    mask = np.ones((batch_size, T), bool)
+    end = np.zeros((batch_size, T), bool)
+    has_final = np.zeros(batch_size, bool)
+    for i in range(batch_size):
+        hits = np.flatnonzero(act[i, : T - 1] == END_ACTION)
+        if hits.size:
+            p = hits[0]
+            end[i, p], mask[i, p + 1 :], has_final[i] = True, False, True
+            act[i, p + 1 :] = 0
+            batch.obs.numpy()[i, p + 1 :] = 0
+    batch.act.numpy()[:] = act
+    batch.end.numpy()[:] = end
+    batch.mask_padding.numpy()[:] = mask
+    batch.final_obs.numpy()[:] = rng.integers(0, 256, size=batch.final_obs.shape, dtype=np.uint8)
+    batch.has_final_obs.numpy()[:] = has_final
+    return batch
+
+
+def test_reward_end_model_learns_when_episodes_end():
+    torch.manual_seed(0)
+    module = RewEndModule(
+        RewEndNetConfig(num_actions=4, lstm_dim=32, cond_channels=16, depths=(1, 1), channels=(16, 16),
+                        attn_depths=(0, 0), img_size=SIDE)  # fmt: skip
+    )
+    rng = np.random.default_rng(0)
+    opt, sched = configure_adamw(module.net, OptimConfig(lr=2e-3, warmup_steps=10))
+    for _ in range(80):
+        loss, _ = module.loss(episode_ends(rng, 16), "train")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(module.net.parameters(), 100.0)
+        opt.step()
+        sched.step()
+    module.classification_metrics("train")
+    test_batch = episode_ends(np.random.default_rng(1), 64)
+    assert test_batch.end.any()
+    with torch.no_grad():
+        module.loss(test_batch, "test")
+    test = module.classification_metrics("test")
+    print("\nend classes (continue, end) recall:", [round(test[f"classification_metrics/end_recall_class_{k}"].item(), 3)
+                                                    for k in range(2)])  # fmt: skip
+    assert test["classification_metrics/end_recall_class_1"] > 0.9
+    assert test["classification_metrics/end_precision_class_1"] > 0.9
+    assert test["classification_metrics/end_recall_class_0"] > 0.9
+
+
+def test_actor_critic_module_loss_uses_its_own_gamma_lambda_and_weights():
+    """One update's loss = spec §7.3 lambda returns with the configured gamma and lambda on a rollout of
+    backup_every steps, then §7.4 with the configured weights (values unlike the defaults, so a swapped or dropped
+    argument shows)."""
+    from test_regression_imagination import ScriptedEnv, done_script, memory_net
+
+    from diamond_pl.envs.env_loop import EnvLoop
+    from diamond_pl.modules.actor_critic import ActorCriticLossConfig, ActorCriticModule
+    from diamond_pl.modules.lambda_returns import lambda_returns
+    from diamond_pl.nets.actor_critic_net import ActorCriticNetConfig
+
+    cfg = ActorCriticLossConfig(gamma=0.9, lambda_=0.7, entropy_weight=0.05, value_weight=0.5, backup_every=5)
+    module = ActorCriticModule(ActorCriticNetConfig(num_actions=3, lstm_dim=8, channels=(4, 4, 4, 4), img_size=16), cfg)
+    module.net.load_state_dict(memory_net().state_dict())
+    end, trunc = done_script()
+    loss, metrics = module.loss(module.make_env_loop(ScriptedEnv(end, trunc), generator=torch.Generator().manual_seed(0)))
+
+    ref = EnvLoop(ScriptedEnv(end, trunc), memory_net(), generator=torch.Generator().manual_seed(0)).rollout(5)
+    returns = lambda_returns(ref.rew, ref.end, ref.trunc, ref.value_bootstrap, 0.9, 0.7)
+    expected, _ = actor_critic_loss(ref.logits, ref.value, ref.act, returns, entropy_weight=0.05, value_weight=0.5)
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    other = lambda_returns(ref.rew, ref.end, ref.trunc, ref.value_bootstrap, 0.7, 0.95)
+    assert not torch.allclose(other, returns)  # (the check can tell gamma from lambda)
+
+
+def test_collection_policy_resets_only_the_envs_that_ended():
+    """§7.5: the LSTM state is zeroed for envs whose episode ended (every life loss in the train env), h and c
+    alike; the others keep theirs."""
+    from test_regression_imagination import memory_net
+
+    from diamond_pl.modules.actor_critic import ActorCriticPolicy
+
+    policy = ActorCriticPolicy(memory_net())
+    policy.act(np.random.default_rng(0).integers(0, 256, (3, 3, 16, 16), dtype=np.uint8))
+    h, c = (t.clone() for t in policy.hx_cx)
+    assert (h != 0).all() and (c != 0).all() and not torch.equal(h, c)
+    policy.reset(np.array([False, True, False]))
+    assert torch.equal(policy.hx_cx[0][[0, 2]], h[[0, 2]]) and torch.equal(policy.hx_cx[1][[0, 2]], c[[0, 2]])
+    assert (policy.hx_cx[0][1] == 0).all() and (policy.hx_cx[1][1] == 0).all()
+    # the probabilities shown by the interactive tools: softmax(logits / temperature)
+    policy.reset()
+    policy.temperature = 0.5
+    _, probs, _ = policy.act_on_frame(torch.zeros(3, 16, 16))
+    with torch.no_grad():
+        logits = policy.net(torch.zeros(1, 3, 16, 16))[0][0]
+    torch.testing.assert_close(probs, torch.softmax(logits / 0.5, -1))
+
+
+def test_per_class_metrics_from_a_known_confusion_matrix():
+    """§6.2 / §12: precision_k = TP_k / predicted k, recall_k = TP_k / true k, F1 = 2 P R / (P + R), 0 where
+    undefined; padded transitions (target IGNORE) are left out."""
+    from diamond_pl.modules.rew_end import IGNORE, per_class_metrics
+
+    confusion = [[5, 1, 0], [2, 6, 2], [0, 1, 0]]  # rows: true class, columns: predicted
+    target = torch.tensor([t for t in range(3) for p in range(3) for _ in range(confusion[t][p])] + [IGNORE] * 4)
+    pred = torch.tensor([p for t in range(3) for p in range(3) for _ in range(confusion[t][p])] + [2] * 4)
+    m = per_class_metrics(3)
+    m.update(pred, target)
+    out = m.compute()
+    precision, recall = [5 / 7, 6 / 8, 0.0], [5 / 6, 6 / 10, 0.0]
+    for k in range(3):
+        p, r = precision[k], recall[k]
+        f1 = 2 * p * r / (p + r) if p + r else 0.0
+        assert out["precision"][k].item() == pytest.approx(p)
+        assert out["recall"][k].item() == pytest.approx(r)
+        assert out["f1_score"][k].item() == pytest.approx(f1)
