@@ -7,7 +7,10 @@ Training commands (`fit`, `validate`) go through LightningCLI; the researcher to
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+
+from diamond_pl.errors import DEBUG_ENV, run_command
 
 # command -> (module with main(argv), or "module:function", one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -30,12 +33,17 @@ def usage() -> str:
     width = max((len(n) for n in COMMANDS), default=0)
     lines = ["usage: python -m diamond_pl <command> [options]", "", "commands:"]
     lines += [f"  {name:<{width}}  {desc}" for name, (_, desc) in COMMANDS.items()]
-    lines += ["", "Run `python -m diamond_pl <command> --help` for a command's options."]
+    lines += ["", "Run `python -m diamond_pl <command> --help` for a command's options.",
+              f"Errors are one line (exit status 2: bad input, 1: the run failed); --debug or {DEBUG_ENV}=1 shows "
+              f"the traceback."]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if "--debug" in argv:  # anywhere on the line; an env variable, so DDP ranks and worker processes inherit it
+        argv = [a for a in argv if a != "--debug"]
+        os.environ[DEBUG_ENV] = "1"
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return
@@ -53,4 +61,4 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name}: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     module_name, _, function = COMMANDS[name][0].partition(":")
-    getattr(importlib.import_module(module_name), function or "main")(rest)
+    run_command(name, lambda: getattr(importlib.import_module(module_name), function or "main")(rest))

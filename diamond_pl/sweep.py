@@ -181,7 +181,11 @@ def _has_episodes(run: Path) -> bool:
 def prepare_run(run: Path) -> bool:
     """Decide how the run (re)starts: True = resume from checkpoints/last.ckpt. A run killed before its first
     checkpoint has data the fit would refuse to overwrite: it goes to stale/<time>/ and the run starts afresh."""
-    if (run / "checkpoints" / "last.ckpt").exists():
+    from diamond_pl.loop.resume import newest_checkpoint
+
+    # any complete full checkpoint resumes (`--ckpt_path last` takes the newest): start.ckpt before the first epoch,
+    # and a last.ckpt link left dangling by a kill between Lightning's delete and re-link
+    if (run / "checkpoints" / "last.ckpt").exists() or newest_checkpoint(run / "checkpoints") is not None:
         return True
     if _has_episodes(run) or (run / "checkpoints").is_dir():
         dest = run / "stale" / time.strftime("%Y%m%d-%H%M%S")

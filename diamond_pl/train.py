@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 import warnings
 from pathlib import Path
 
@@ -20,35 +21,88 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ModelSummary,
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from diamond_pl import quiet
 from diamond_pl.agent import DiamondAgent
 from diamond_pl.data.datamodule import ReplayDataModule, window_lengths
 from diamond_pl.envs.spec import EnvSpec
+from diamond_pl.errors import ConfigError, UsageError
+from diamond_pl.loop import interrupt
 from diamond_pl.loop.collect_evaluate import CollectAndEvaluate
 from diamond_pl.loop.progress import ComponentSummary, DiamondProgressBar, fit_summary, startup_warning
+from diamond_pl.loop.resume import (
+    AtomicCheckpointIO,
+    clean_run_folder,
+    discard_uncommitted_run,
+    marker_path,
+    newest_checkpoint,
+    repair_last_link,
+)
+from diamond_pl.tools.checkpoints import CheckpointError, read_torch_file
 
 
-class CheckpointError(RuntimeError):
-    pass
+def _is_rank_zero() -> bool:
+    """Before the Trainer exists: DDP ranks > 0 are processes started with these variables set."""
+    return all(int(os.environ.get(v, "0") or 0) == 0 for v in ("LOCAL_RANK", "NODE_RANK", "RANK"))
 
 
-def check_checkpoint(path: str | Path) -> None:
-    """Fail fast, with a clear message, on a missing or unreadable checkpoint (before any env or model work)."""
+def _say(message: str) -> None:
+    if _is_rank_zero():
+        print(message, file=sys.stderr, flush=True)
+
+
+def check_checkpoint(path: str | Path, option: str = "--ckpt_path") -> dict:
+    """Fail fast, with a clear message, on a missing, unreadable or weight-only checkpoint (before any work)."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"{option} {path}: no such file; point it at a full checkpoint (<run>/checkpoints/"
+                              f"*.ckpt) or use --ckpt_path last")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, wrong format, pickled objects, ...
-        raise CheckpointError(
-            f"checkpoint {path} cannot be read ({type(e).__name__}: {e}). It is truncated or corrupt: point "
-            f"--ckpt_path at an intact full checkpoint, or start a new run with another --data.run_dir"
-        ) from e
-    missing = {"state_dict", "loops", "callbacks"} - set(ckpt)
+        ckpt = read_torch_file(path)  # the tools' messages: pickled objects, truncated or corrupt files
+    except CheckpointError as e:
+        raise CheckpointError(f"{option} {e}") from None
+    missing = {"state_dict", "loops", "callbacks"} - set(ckpt) if isinstance(ckpt, dict) else {"state_dict"}
     if missing:
-        raise CheckpointError(f"checkpoint {path} is not a full training checkpoint (no {sorted(missing)}); "
-                              f"weight-only snapshots cannot resume a run")
+        raise CheckpointError(f"{option} {path}: not a full training checkpoint (no {sorted(missing)}); weight-only "
+                              f"snapshots and imported agents cannot resume a run (point it at <run>/checkpoints/"
+                              f"last.ckpt)")
+    return ckpt
+
+
+def check_checkpoint_env(ckpt: dict, path: str | Path, spec: EnvSpec) -> None:
+    """A run resumes with the env (hence action count) it was trained on."""
+    hp = ckpt.get("datamodule_hyper_parameters") or {}
+    if not hp or "game" not in hp and "env_id" not in hp:
+        return
+    theirs = EnvSpec(game=hp.get("game"), env_id=hp.get("env_id")) if hp.get("env_id") or hp.get("game") else None
+    if theirs is None or theirs.name == spec.name:
+        return
+    option = "--data.env_id" if theirs.env_id else "--data.game"
+    actions = f" ({theirs.num_actions} actions)" if theirs.is_atari else ""
+    raise CheckpointError(
+        f"--data.{'env_id' if spec.env_id else 'game'} {spec.name} ({spec.num_actions} actions) does not match "
+        f"checkpoint {path}, a {theirs.name} run{actions}: resume with {option} {theirs.name} (the run's config), or "
+        f"start a new {spec.name} run with another --data.run_dir"
+    )
+
+
+def check_devices(trainer) -> None:
+    """Several devices need DDP that tolerates unused parameters (each update trains one of the three networks)."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    n = trainer.num_devices * trainer.num_nodes
+    if n <= 1:
+        return
+    strategy = trainer.strategy
+    if isinstance(strategy, DDPStrategy) and strategy._ddp_kwargs.get("find_unused_parameters"):
+        return
+    raise ConfigError(
+        f"--trainer.devices {trainer.num_devices}{f' x {trainer.num_nodes} nodes' if trainer.num_nodes > 1 else ''} "
+        f"with strategy {type(strategy).__name__}: {n} processes need --trainer.strategy "
+        f"ddp_find_unused_parameters_true (each update trains one of the three networks, so the others' parameters "
+        f"are unused), or use --trainer.devices 1"
+    )
 
 
 def resolve_window_lengths(cfg: Namespace) -> None:
@@ -101,8 +155,10 @@ class DiamondCLI(LightningCLI):
         parser.link_arguments(tuple(f"data.{k}" for k in ENV_KEYS), "model.env", compute_fn=env_settings)
         parser.link_arguments("model.model_free", "data.model_free")
         parser.add_lightning_class_args(CollectAndEvaluate, "loop")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        # snapshots first: Lightning runs the two in this order, so the full checkpoint records the snapshot just
+        # written (a kill between the two then redoes the snapshot instead of forgetting it)
         parser.add_lightning_class_args(ModelCheckpoint, "snapshot")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({
             # the newest full checkpoint (one file, rewritten every epoch) and last.ckpt as a link to it
             "checkpoint.filename": "epoch_{epoch:05d}",
@@ -110,6 +166,8 @@ class DiamondCLI(LightningCLI):
             "checkpoint.save_top_k": 1,
             "checkpoint.save_last": "link",
             "checkpoint.every_n_epochs": 1,
+            "checkpoint.enable_version_counter": False,  # a redone epoch overwrites its file instead of adding -v1
+            "snapshot.enable_version_counter": False,
             "snapshot.filename": "agent_epoch_{epoch:05d}",
             "snapshot.save_weights_only": True,
             "snapshot.monitor": "epoch",
@@ -119,21 +177,31 @@ class DiamondCLI(LightningCLI):
             "snapshot.auto_insert_metric_name": False,
         })  # fmt: skip
 
-    def before_instantiate_classes(self) -> None:
+    @staticmethod
+    def _fill_paths(cfg) -> EnvSpec:
         """Paths left null follow the env: run folder lightning_logs/<env>, checkpoints in <run folder>/checkpoints,
         TensorBoard logs under lightning_logs/<env>/version_0 (so `--data.game Pong` alone starts a separate run)."""
-        cfg = self.config[self.subcommand] if self.subcommand else self.config  # run=False: no subcommand
-        resolve_window_lengths(cfg)
         d = cfg.data
-        spec = EnvSpec(game=d.game, env_id=d.env_id, img_size=d.img_size, frame_skip=d.frame_skip,
-                       max_pool=d.max_pool, pixels=d.pixels, make_kwargs=dict(d.make_kwargs or {}))
+        try:
+            spec = EnvSpec(game=d.game, env_id=d.env_id, img_size=d.img_size, frame_skip=d.frame_skip,
+                           max_pool=d.max_pool, pixels=d.pixels, make_kwargs=dict(d.make_kwargs or {}))
+        except ValueError as e:  # unknown game, frame size out of range, ...: one line
+            raise ConfigError(str(e)) from None
         spec.num_actions  # noqa: B018 -- a gymnasium env is made once here: a bad id fails before any work
-        game = spec.slug
         if cfg.data.run_dir is None:
-            cfg.data.run_dir = f"lightning_logs/{game}"
+            cfg.data.run_dir = f"lightning_logs/{spec.slug}"
         for section in ("checkpoint", "snapshot"):
             if cfg[section].dirpath is None:
                 cfg[section].dirpath = str(Path(cfg.data.run_dir) / "checkpoints")
+        return spec
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config[self.subcommand] if self.subcommand else self.config  # run=False: no subcommand
+        try:
+            resolve_window_lengths(cfg)
+        except ValueError as e:  # window lengths that disagree with the horizon: one line
+            raise ConfigError(str(e)) from None
+        game = self._fill_paths(cfg).slug
         logger = cfg.trainer.logger
         if isinstance(logger, Namespace) and logger.get("class_path", "").endswith("TensorBoardLogger"):
             if logger.init_args.get("name") is None:
@@ -174,7 +242,7 @@ class DiamondCLI(LightningCLI):
 
     def _checkpoint_seed(self, cfg) -> int | None:
         """The seed recorded in the checkpoint a resume starts from (None for a fresh run or an older checkpoint)."""
-        ckpt_path = cfg.get("ckpt_path")
+        ckpt_path = cfg.get("ckpt_path")  # "last" is already the newest complete checkpoint (_parse_ckpt_path)
         if ckpt_path is None or ckpt_path in ("best", "hpc", "registry"):
             return None
         if ckpt_path == "last":
@@ -192,11 +260,62 @@ class DiamondCLI(LightningCLI):
             self.trainer.callbacks.append(RecordSeed(self.run_seed))
 
     def _parse_ckpt_path(self) -> None:
-        # LightningCLI reads the checkpoint's hyperparameters here, before any hook: check the file first
-        ckpt_path = self.config.get(self.config.get("subcommand") or "fit", {}).get("ckpt_path")
-        if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
-            check_checkpoint(ckpt_path)
+        # runs after parsing, before any class is built (LightningCLI reads the checkpoint's hyperparameters here):
+        # decide what to resume, or refuse, before any work
+        subcommand = self.config.get("subcommand") or "fit"
+        cfg = self.config.get(subcommand)
+        if cfg is None:
+            return super()._parse_ckpt_path()
+        spec = self._fill_paths(cfg)
+        ckpt_path = self._resolve_resume(cfg)
+        if ckpt_path is not None:
+            check_checkpoint_env(check_checkpoint(ckpt_path), ckpt_path, spec)
+        # Lightning applies a named file's model hyperparameters (not those behind `last`, as before): call it first
         super()._parse_ckpt_path()
+        self.config[subcommand].ckpt_path = ckpt_path
+
+    def _resolve_resume(self, cfg) -> str | None:
+        """The checkpoint to resume from (`last` = the newest complete one), or None for a new run. A run folder that
+        already holds a run is refused without --ckpt_path; one killed before its first checkpoint starts over."""
+        ckpt_path, run_dir, ckpt_dir = cfg.get("ckpt_path"), Path(cfg.data.run_dir), Path(cfg.checkpoint.dirpath)
+        if _is_rank_zero():  # the other DDP ranks start while rank 0 waits for them: nothing is being written
+            clean_run_folder(run_dir, [ckpt_dir, cfg.snapshot.dirpath])  # temp files of killed writes
+        if ckpt_path is not None and ckpt_path not in ("last", "hpc"):
+            return str(ckpt_path)
+        requeued = ckpt_path is None and int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
+        newest = newest_checkpoint(ckpt_dir)
+        if newest is not None and (ckpt_path is not None or requeued):
+            repair_last_link(ckpt_dir, newest)
+            _say(f"resuming from {newest.path} (epoch {newest.epoch}, step {newest.global_step}"
+                 f"{', finished' if newest.finished else ''})")
+            return str(newest.path)
+        episodes = any((run_dir / "dataset" / "train").rglob("*.npz")) if not cfg.data.static_dataset else False
+        if marker_path(run_dir).is_file() and newest is None:
+            n = discard_uncommitted_run(run_dir) if _is_rank_zero() else 0
+            _say(f"{run_dir}: the run there was stopped before its first checkpoint; its {n} uncommitted episodes "
+                 f"are discarded and it starts over")
+            return None
+        if ckpt_path is not None:
+            where = f"; {run_dir}/dataset holds episodes of another run: use another --data.run_dir" if episodes else ""
+            raise UsageError(f"--ckpt_path {ckpt_path}: no last.ckpt (nor any full checkpoint) in {ckpt_dir} "
+                             f"(checkpoint.dirpath), so nothing to resume: start without --ckpt_path{where}")
+        if newest is not None:
+            raise UsageError(f"{run_dir} already holds a run (checkpoint {newest.path}); resume it with --ckpt_path "
+                             f"last, or start a new run with another --data.run_dir")
+        if episodes:
+            raise UsageError(f"{run_dir}/dataset/train already holds episodes but {ckpt_dir} no checkpoint, so they "
+                             f"cannot be resumed or overwritten: start a new run with another --data.run_dir "
+                             f"(or delete {run_dir}/dataset)")
+        return None
+
+    def instantiate_classes(self) -> None:
+        # constructors validate their arguments (ValueError / TypeError): a configuration error, one line
+        try:
+            super().instantiate_classes()
+        except UsageError:
+            raise
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"invalid configuration: {e}") from e
 
     def _instantiate_trainer(self, config: dict, callbacks: list):
         """Our progress bar (unless one is configured or bars are off) and a model summary without Lightning's
@@ -215,22 +334,15 @@ class DiamondCLI(LightningCLI):
             rank_zero_info(fit_summary(self.trainer, getattr(self, "run_seed", None)))
 
     def before_fit(self) -> None:
+        check_devices(self.trainer)  # before any env step or update (the checkpoint was checked when parsing)
+        from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+        strategy = self.trainer.strategy
+        if type(strategy.checkpoint_io) is TorchCheckpointIO:  # a user's own CheckpointIO plugin is kept
+            strategy.checkpoint_io = AtomicCheckpointIO.make()
         warning = startup_warning(self.trainer, self.model, self.datamodule)
         if warning is not None:
             rank_zero_info(warning)  # one line, not a Python warning with its source line
-        ckpt_path = self.config[self.subcommand].get("ckpt_path")
-        if ckpt_path is None:
-            return
-        if ckpt_path == "last":
-            dirpath = self.trainer.checkpoint_callback.dirpath if self.trainer.checkpoint_callback else None
-            last = Path(dirpath) / "last.ckpt" if dirpath else None
-            if last is None or not last.is_file():
-                raise CheckpointError(
-                    f"--ckpt_path last: no last.ckpt in {dirpath} (checkpoint.dirpath). Nothing to resume: start "
-                    f"without --ckpt_path, or point --ckpt_path at a checkpoint file"
-                )
-            ckpt_path = last
-        check_checkpoint(ckpt_path)
 
 
 def seed_alias(argv: list[str]) -> list[str]:
@@ -245,14 +357,33 @@ def seed_alias(argv: list[str]) -> list[str]:
     return out
 
 
+def _resume_hint(argv: list[str]) -> str:
+    args = [a for i, a in enumerate(argv) if not a.startswith("--ckpt_path") and
+            not (i > 0 and argv[i - 1] == "--ckpt_path")]
+    return "python -m diamond_pl fit " + " ".join(args + ["--ckpt_path", "last"])
+
+
 def main(argv: list[str]) -> None:
     quiet.install()
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # we pass args on purpose
-    DiamondCLI(
-        DiamondAgent,
-        ReplayDataModule,
-        args=["fit", *seed_alias(argv)],
-        auto_configure_optimizers=False,
-        save_config_kwargs={"overwrite": True},
-        trainer_defaults={"reload_dataloaders_every_n_epochs": 1, "num_sanity_val_steps": 0, "max_epochs": -1},
-    )
+    interrupt.install()
+    try:
+        DiamondCLI(
+            DiamondAgent,
+            ReplayDataModule,
+            args=["fit", *seed_alias(argv)],
+            auto_configure_optimizers=False,
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults={"reload_dataloaders_every_n_epochs": 1, "num_sanity_val_steps": 0, "max_epochs": -1},
+        )
+    except (interrupt.Interrupted, SIGTERMException) as e:  # Lightning raises the latter itself after SIGTERM
+        import signal
+
+        signum = getattr(e, "signum", None) or interrupt.requested or signal.SIGTERM
+        where = getattr(e, "where", "during training")
+        requeued = interrupt.requeue_on_slurm(signum)
+        _say(f"fit: {signal.Signals(signum).name}: stopped {where}. Everything up to the last checkpoint is kept; "
+             + ("the job is requeued and resumes by itself" if requeued else f"resume with: {_resume_hint(argv)}"))
+        raise SystemExit(128 + signum) from None
+    finally:
+        interrupt.uninstall()

@@ -21,11 +21,17 @@ def import_diamond(*args) -> None:
 
 
 def import_error(*args) -> str:
-    """Run the command expecting failure; the message it exits with."""
-    with pytest.raises(SystemExit) as e:
+    """Run the command expecting a usage error (exit status 2); the one line it prints."""
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as e:
         import_diamond(*args)
-    assert isinstance(e.value.code, str), f"expected an error message, got exit code {e.value.code!r}"
-    return e.value.code
+    assert e.value.code == 2, f"expected exit status 2, got {e.value.code!r}"
+    lines = [line for line in err.getvalue().splitlines() if line.startswith("import-diamond: error: ")]
+    assert len(lines) == 1, err.getvalue()
+    return lines[0]
 
 
 def assert_close_up_to_level_flips(actual, expected):

@@ -100,3 +100,112 @@ def test_tensorboard_has_the_documented_tags(straight_run):
     ]:  # fmt: skip
         assert tag in scalars, tag
     assert "imagination/real_vs_imagined" in ea.Tags()["images"]
+
+
+# ------------------------------------------------------------------------------------------ kill anywhere, resume
+def _tensors_equal(a, b, where: str, roots: tuple[str, str] = ("", "")) -> None:
+    """Nested dicts/lists of tensors and plain values are identical (paths compared relative to the run folders)."""
+    if isinstance(a, str) and isinstance(b, str) and all(roots):
+        assert a.replace(roots[0], "<run>") == b.replace(roots[1], "<run>"), (where, a, b)
+    elif isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), (where, sorted(a), sorted(b))
+        for k in a:
+            _tensors_equal(a[k], b[k], f"{where}.{k}", roots)
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _tensors_equal(x, y, f"{where}[{i}]", roots)
+    else:
+        assert a == b, (where, a, b)
+
+
+def _loop_state(ckpt: dict) -> dict:
+    return next(v for k, v in ckpt["callbacks"].items() if k.startswith("CollectAndEvaluate"))
+
+
+def _stores(run: Path, ckpt: dict) -> tuple[EpisodeStore, EpisodeStore]:
+    state = ckpt["ReplayDataModule"]
+    train, test = EpisodeStore(run / "dataset" / "train"), EpisodeStore(run / "dataset" / "test")
+    train.load_state_dict(state["train_store"])
+    test.load_state_dict(state["test_store"])
+    return train, test
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    """Weights, optimisers, schedulers, counters, callback state (collector, RNGs), replay and test episodes,
+    snapshots and the final result of two runs are identical."""
+    ca, cb = load_ckpt(a), load_ckpt(b)
+    roots = (str(a), str(b))
+    for key in ("epoch", "global_step", "state_dict", "optimizer_states", "lr_schedulers", "loops", "ReplayDataModule"):
+        _tensors_equal(ca[key], cb[key], key, roots)
+    _tensors_equal(_loop_state(ca), _loop_state(cb), "CollectAndEvaluate", roots)
+    fa = torch.load(a / "checkpoints" / "final.ckpt", map_location="cpu", weights_only=True)
+    fb = torch.load(b / "checkpoints" / "final.ckpt", map_location="cpu", weights_only=True)
+    _tensors_equal(fa["state_dict"], fb["state_dict"], "final.state_dict")
+    _tensors_equal(fa["ReplayDataModule"], fb["ReplayDataModule"], "final.ReplayDataModule", roots)
+    la, lb = _loop_state(fa), _loop_state(fb)
+    assert la["finished"] and lb["finished"] and la["final_metrics"] == lb["final_metrics"]
+    for ckpt_a, ckpt_b in ((ca, cb), (fa, fb)):
+        for sa, sb in zip(_stores(a, ckpt_a), _stores(b, ckpt_b)):
+            assert sa.lengths.tolist() == sb.lengths.tolist() and len(sa) > 0
+            for i in range(len(sa)):
+                ea, eb = sa.get(i), sb.get(i)
+                for field in ("obs", "act", "rew", "end", "trunc"):
+                    assert np.array_equal(getattr(ea, field), getattr(eb, field)), (sa.directory, i, field)
+                assert (ea.final_obs is None) == (eb.final_obs is None)
+    snaps = sorted(p.name for p in (a / "checkpoints").glob("agent_epoch_*.ckpt"))
+    assert snaps == sorted(p.name for p in (b / "checkpoints").glob("agent_epoch_*.ckpt")) and snaps
+    for name in snaps:
+        _tensors_equal(torch.load(a / "checkpoints" / name, weights_only=True)["state_dict"],
+                       torch.load(b / "checkpoints" / name, weights_only=True)["state_dict"], name)
+
+
+def _files(run: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run)): p.read_bytes() for p in sorted((run / "dataset").rglob("*")) if p.is_file()}
+
+
+def test_kill_anywhere_then_resume_is_exact(straight_run, tmp_path):
+    """One run killed (SIGKILL, or stopped by SIGTERM / SIGINT) at a point of every phase, resumed with --ckpt_path
+    last after each, ends identical to the uninterrupted run; resuming it once more changes nothing."""
+    from diamond_pl.loop.resume import full_checkpoints
+
+    run = tmp_path / "killed"
+    run.mkdir()
+
+    def kill(expect: int, first: bool = False, **where) -> None:
+        cb = json.dumps([{"class_path": "crash_callback.KillAt", "init_args": where}])
+        proc = fit(run, f"--trainer.callbacks={cb}", *([] if first else ["--ckpt_path=last"]), check=False)
+        assert proc.returncode == expect, (where, proc.returncode, proc.stderr[-3000:])
+        assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+
+    # initial collection, mid-write of the 3rd episode: nothing committed, the next start starts over
+    kill(-9, first=True, write="train/episodes/", nth=3)
+    assert not full_checkpoints(run / "checkpoints") and list((run / "dataset" / "train" / "episodes").glob(".*.tmp"))
+    # SIGTERM before update 5 of epoch 1: stops there, start.ckpt (after the initial collection) resumes it
+    kill(128 + 15, sig="TERM", epoch=0, batch=4)
+    assert [c.path.name for c in full_checkpoints(run / "checkpoints")] == ["start.ckpt"]
+    # evaluation (epoch 2), mid-write of its test episode: the test set of start.ckpt stays intact
+    kill(-9, write="test/epoch_00002/", nth=1)
+    # weight-only snapshot write (epoch 2, before its full checkpoint): redone, not forgotten
+    kill(-9, write="agent_epoch_00001", nth=1)
+    # full checkpoint write (epoch 2's, after its evaluation): a temp file, cleaned at the next start
+    kill(-9, write="epoch_00001.ckpt", nth=1)
+    assert list((run / "checkpoints").glob(".*.tmp"))
+    # SIGINT during that evaluation again: the epoch ends and is checkpointed, then the run stops
+    kill(128 + 2, sig="INT", write="test/epoch_00002/", nth=1)
+    assert full_checkpoints(run / "checkpoints")[-1].path.name == "epoch_00001.ckpt"
+    # epoch 4, after Lightning wrote epoch_00003.ckpt and deleted epoch_00002.ckpt, before it re-linked last.ckpt
+    kill(-9, last_link_epoch=3)
+    assert not (run / "checkpoints" / "last.ckpt").exists()  # dangling
+    # final evaluation, mid-write of its episode; then mid-write of final.ckpt
+    kill(-9, write="test/final/", nth=1)
+    kill(-9, write="final.ckpt", nth=1)
+    fit(run, "--ckpt_path=last")
+    _assert_same_run(straight_run, run)
+    assert not [p for p in run.rglob(".*.tmp")], "stale temp files left"
+
+    before = _files(run)
+    proc = fit(run, "--ckpt_path=last")
+    assert "this run is finished" in proc.stderr and _files(run) == before

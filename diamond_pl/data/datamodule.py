@@ -21,11 +21,29 @@ import numpy as np
 from diamond_pl.config_dicts import from_dict
 from diamond_pl.data.sampler import DEFAULT_SAMPLE_WEIGHTS, SegmentSampler, check_sample_weights
 from diamond_pl.data.schedule import UpdateCounts, UpdateSchedule
-from diamond_pl.data.store import EpisodeStore
+from diamond_pl.data.store import EpisodeStore, episode_files, episodes_folder
+from diamond_pl.errors import ConfigError
 from diamond_pl.data.traversal import Traversal
 from diamond_pl.envs.spec import EnvSpec
 
 STATE_VERSION = 1
+
+
+def check_static_dataset(root: str) -> None:
+    """A static dataset is a folder with `train/` and `test/` episode folders (each `<id>.npz` files, directly or
+    under `episodes/`); say which part is missing before anything starts."""
+    path = Path(root)
+    if not path.is_dir():
+        raise ConfigError(f"--data.static_dataset {root}: no such folder (expected a folder with train/ and test/ "
+                          f"episode folders)")
+    for split in ("train", "test"):
+        if not (path / split).is_dir():
+            raise ConfigError(f"--data.static_dataset {root}: no {split}/ folder; a static dataset needs "
+                              f"{root}/train and {root}/test, each holding <id>.npz episode files")
+    for split in ("train", "test"):
+        if not episode_files(episodes_folder(path / split)):
+            raise ConfigError(f"--data.static_dataset {root}: {split}/ holds no episode files (<id>.npz, directly "
+                              f"or under {split}/episodes/)")
 
 
 def window_lengths(num_steps_conditioning: int = 4, horizon: int = 15, autoregressive_steps: int = 1) -> tuple[int, int]:
@@ -70,8 +88,14 @@ class ReplayDataModule(L.LightningDataModule):
             model_free: only actor-critic updates (set from `model.model_free` by the CLI).
         """
         super().__init__()
-        self.updates_first_epoch = from_dict(UpdateCounts, updates_first_epoch)
-        self.updates_per_epoch = from_dict(UpdateCounts, updates_per_epoch)
+        try:
+            self.updates_first_epoch = from_dict(UpdateCounts, updates_first_epoch)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"--data.updates_first_epoch: {e}") from None
+        try:
+            self.updates_per_epoch = from_dict(UpdateCounts, updates_per_epoch)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"--data.updates_per_epoch: {e}") from None
         default_den, default_rew = window_lengths()
         denoiser_seq_len = default_den if denoiser_seq_len is None else denoiser_seq_len
         rew_end_seq_len = default_rew if rew_end_seq_len is None else rew_end_seq_len
@@ -87,6 +111,9 @@ class ReplayDataModule(L.LightningDataModule):
         })
         self.model_free = model_free
         check_sample_weights(sample_weights)  # fail at configuration time, not at the first batch
+        self._check_sizes(batch_size, denoiser_seq_len, rew_end_seq_len)
+        if static_dataset is not None:
+            check_static_dataset(static_dataset)
         self.env_spec = EnvSpec(game=game, env_id=env_id, img_size=img_size, frame_skip=frame_skip,
                                 max_pool=max_pool, pixels=pixels, make_kwargs=dict(make_kwargs or {}))
         self.run_dir = Path(run_dir if run_dir is not None else f"lightning_logs/{self.env_spec.slug}")
@@ -99,6 +126,18 @@ class ReplayDataModule(L.LightningDataModule):
         self.test_store = EpisodeStore(self.run_dir / "dataset" / "test", "test_dataset")
         self._samplers: dict[str, SegmentSampler] = {}
         self._pending_sampler_states: dict[str, dict] = {}  # restored before the sampler was created
+
+    def _check_sizes(self, batch_size: int, denoiser_seq_len: int, rew_end_seq_len: int) -> None:
+        """Sizes are checked here, before the initial collection, not at the first batch."""
+        for name, value in (("batch_size", batch_size), ("denoiser_seq_len", denoiser_seq_len),
+                            ("rew_end_seq_len", rew_end_seq_len)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"--data.{name} must be a positive integer, got {value!r}")
+        for which, counts in (("updates_first_epoch", self.updates_first_epoch),
+                              ("updates_per_epoch", self.updates_per_epoch)):
+            for name, value in asdict(counts).items():
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ConfigError(f"--data.{which}.{name} must be an integer >= 0, got {value!r}")
 
     @property
     def is_static(self) -> bool:
@@ -116,12 +155,12 @@ class ReplayDataModule(L.LightningDataModule):
         spec, size = self.env_spec, self.env_spec.img_size
         for store in (self.train_store, self.test_store):
             if len(store) and tuple(store.frame_shape) != (3, size, size):
-                raise ValueError(f"--data.static_dataset {self.static_dataset}: {store.name} frames are "
+                raise ConfigError(f"--data.static_dataset {self.static_dataset}: {store.name} frames are "
                                  f"{tuple(store.frame_shape)} but data.img_size is {size}; pass --data.img_size "
                                  f"{store.frame_shape[-1]} (or re-import the data at {size})")
             top = max((int(store.get(i).act.max(initial=0)) for i in range(len(store))), default=0)
             if top >= spec.num_actions:
-                raise ValueError(f"--data.static_dataset {self.static_dataset}: {store.name} holds action {top} but "
+                raise ConfigError(f"--data.static_dataset {self.static_dataset}: {store.name} holds action {top} but "
                                  f"{spec.name} has {spec.num_actions} actions; name the env the data comes from "
                                  f"(--data.env_id / --data.game)")
 

@@ -10,20 +10,30 @@ episode at the end of a collection and later replaces it, under the same id, by 
 it points at the files and records each episode's length. `load_state_dict()` reloads the files *as the checkpoint knew
 them*: episodes added after the checkpoint are deleted and episodes that grew since are cut back (a finished one cut
 back becomes unfinished again), so a resumed run neither sees the future nor duplicates it.
+
+Versions (the test set): an evaluation replaces the whole test set, which a checkpoint written before it must still
+find. `begin_version(name)` therefore starts an empty store in a new folder `<directory>/<name>/` (the folders of
+older versions, except the current one, are deleted); `publish()` points the link `<directory>/episodes` at it for
+readers. The state records the folder, so a resume reloads the version its checkpoint committed, whatever newer,
+possibly unfinished, version a killed evaluation left behind.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 
 from diamond_pl.data.batch import Batch, Segment
+from diamond_pl.atomic import atomic_symlink, remove_temp_files
 from diamond_pl.data.episode import Episode, EpisodeFileError
 
 STATE_VERSION = 1
+VERSION_NAME = re.compile(r"^(epoch_\d+|final)$")  # folders begin_version may create (and delete)
 
 
 def is_episode_file(path: Path) -> bool:
@@ -54,6 +64,7 @@ class EpisodeStore:
                  read_only: bool = False) -> None:
         self.directory = Path(directory)
         self.name = name  # prefix of logged metrics, e.g. "train_dataset"
+        self.subdir = subdir
         self.episodes_dir = self.directory / subdir
         self.read_only = read_only  # static datasets: never written, never cleared
         # False on DDP ranks > 0: they mirror rank 0's store in RAM and leave the shared files to rank 0
@@ -183,9 +194,34 @@ class EpisodeStore:
         for episode_id, p in self._episode_files().items():
             if episode_id >= keep:
                 p.unlink()
-        if self.episodes_dir.is_dir():
-            for p in self.episodes_dir.glob(".*.tmp"):
-                p.unlink()
+        remove_temp_files(self.episodes_dir)
+
+    # ---------------------------------------------------------------- versions (see module docstring)
+    def begin_version(self, name: str) -> None:
+        """Empty the store into the new folder `<directory>/<name>` (cleared if a killed run left one). The current
+        version's folder stays (the last checkpoint may refer to it); older versions' folders are deleted."""
+        if not VERSION_NAME.match(name):
+            raise ValueError(f"{self.name}: version name {name!r} must match {VERSION_NAME.pattern}")
+        self._check_writable()
+        if self.persist and self.directory.is_dir():
+            for p in self.directory.iterdir():
+                if p.is_dir() and not p.is_symlink() and VERSION_NAME.match(p.name) and p.name != self.subdir:
+                    shutil.rmtree(p)
+        self._use_subdir(name)
+        if self.persist and self.episodes_dir.is_dir():  # left by a killed evaluation: never committed
+            shutil.rmtree(self.episodes_dir)
+        self._reset_ram()
+
+    def publish(self) -> None:
+        """Point `<directory>/episodes` at this version's folder (what tools and notebooks read)."""
+        link = self.directory / "episodes"
+        if not self._writes_disk or self.subdir == "episodes" or (link.is_dir() and not link.is_symlink()):
+            return  # not versioned, or an older run's real folder (left as it is)
+        self.episodes_dir.mkdir(parents=True, exist_ok=True)
+        atomic_symlink(link, self.subdir)
+
+    def _use_subdir(self, subdir: str) -> None:
+        self.subdir, self.episodes_dir = subdir, self.directory / subdir
 
     # ---------------------------------------------------------------- segments
     def gather(self, episode_ids, starts, stops) -> Batch:
@@ -235,16 +271,23 @@ class EpisodeStore:
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict:
         return {"version": STATE_VERSION, "name": self.name, "directory": str(self.directory),
-                "lengths": [int(x) for x in self._lengths]}
+                "subdir": self.subdir, "lengths": [int(x) for x in self._lengths]}
 
     def load_state_dict(self, state: dict) -> None:
         """Reload from this store's directory, truncated to what `state` recorded (see module docstring)."""
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"{self.name}: unsupported store state version {state.get('version')!r}")
         recorded = [int(x) for x in state["lengths"]]
+        subdir = state.get("subdir", self.subdir)
+        if subdir != self.subdir and not self.read_only:  # the version the checkpoint committed
+            if not VERSION_NAME.match(subdir) and subdir != "episodes":
+                raise EpisodeFileError(f"{self.name}: the checkpoint names the folder {subdir!r}, not a store version")
+            self._use_subdir(subdir)
+            self._reset_ram()
         if recorded == self._lengths:  # RAM already holds exactly this state (e.g. a static dataset just imported)
             if self._writes_disk:
                 self._delete_files(keep=len(recorded))
+                self.publish()
             return
         episodes = []
         for episode_id, length in enumerate(recorded):
@@ -269,6 +312,8 @@ class EpisodeStore:
         self._reset_ram()
         for episode_id, ep in enumerate(episodes):
             self._put(episode_id, ep)
+        if self._writes_disk:
+            self.publish()
 
     @classmethod
     def import_directory(cls, path: str | os.PathLike, name: str = "dataset", read_only: bool = True) -> EpisodeStore:

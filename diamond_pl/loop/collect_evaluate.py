@@ -7,7 +7,13 @@
                  many epochs plus `num_final_epochs`. Then the first epoch's `steps_per_epoch` steps.
   epoch e end    evaluation if e % eval_every == 0 (full test games, epsilon 0, plus world-model test metrics);
                  collection of the next epoch's steps while e + 1 <= collection epochs.
-  fit end        final evaluation over `final_eval_episodes` full games (parallel envs).
+  fit end        final evaluation over `final_eval_episodes` full games (parallel envs), committed by `final.ckpt`.
+
+Resumable from any moment (`loop/resume.py`): `start.ckpt` right after the initial collection, the epoch checkpoints,
+and `final.ckpt` after the final evaluation commit everything written before them. Each evaluation writes a new
+version of the test set (`EpisodeStore.begin_version`), so the checkpoint before it still finds the version it
+recorded. A resume whose checkpoint ends the training but has no final evaluation runs it; a resume of a finished
+run does nothing and says so. Stop signals (`loop/interrupt.py`) are honoured before each update.
 
 Collection happens at epoch *end* (Lightning fetches an epoch's first batch before `on_train_epoch_start`), before
 the checkpoint callbacks run, so `last.ckpt` holds the data the next epoch trains on. The callback's state — epochs,
@@ -18,6 +24,8 @@ resume continues exactly where the checkpoint was taken.
 from __future__ import annotations
 
 import random
+import sys
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -26,9 +34,13 @@ from lightning.pytorch.callbacks import Callback
 
 from diamond_pl.data.collector import Collector, RandomPolicy
 from diamond_pl.data.episode import Episode
+from diamond_pl.atomic import atomic_write
+from diamond_pl.errors import ConfigError
+from diamond_pl.loop import interrupt
 from diamond_pl.loop.evaluation import imagined_vs_real, side_by_side, world_model_test_metrics
 from diamond_pl.loop.progress import announce
-from diamond_pl.loop.results import write_final_results
+from diamond_pl.loop.results import results_path, write_final_results
+from diamond_pl.loop.resume import FINAL_NAME, START_NAME, marker_path, write_marker
 from diamond_pl.modules.actor_critic import ActorCriticPolicy
 from diamond_pl.video import log_gif
 
@@ -91,16 +103,26 @@ class CollectAndEvaluate(Callback):
         """
         super().__init__()
         if steps_per_epoch < 1 or initial_steps_increment < 1:
-            raise ValueError("steps_per_epoch and initial_steps_increment must be >= 1")
+            raise ConfigError(f"--loop.steps_per_epoch ({steps_per_epoch}) and --loop.initial_steps_increment "
+                              f"({initial_steps_increment}) must be >= 1")
+        for name, value in (("num_final_epochs", num_final_epochs), ("eval_every", eval_every),
+                            ("eval_episodes", eval_episodes), ("final_eval_episodes", final_eval_episodes),
+                            ("noop_max", noop_max), ("threshold_rew", threshold_rew)):
+            if value < 0:
+                raise ConfigError(f"--loop.{name} must be >= 0, got {value}")
+        if num_eval_envs < 1:
+            raise ConfigError(f"--loop.num_eval_envs must be >= 1, got {num_eval_envs}")
+        if not 0.0 <= epsilon <= 1.0:
+            raise ConfigError(f"--loop.epsilon must be in [0, 1], got {epsilon}")
         if not 0 < initial_steps_min <= initial_steps_max <= total_env_steps:
-            raise ValueError(
+            raise ConfigError(
                 f"need 0 < initial_steps_min ({initial_steps_min}) <= initial_steps_max ({initial_steps_max}) "
                 f"<= total_env_steps ({total_env_steps})"
             )
         for start in range(initial_steps_min, initial_steps_max + 1, initial_steps_increment):
             if (total_env_steps - start) % steps_per_epoch:
-                raise ValueError(
-                    f"the step budget cannot be met exactly: after an initial collection of {start} steps, "
+                raise ConfigError(
+                    f"--loop.total_env_steps {total_env_steps}: the step budget cannot be met exactly: after an initial collection of {start} steps, "
                     f"total_env_steps - {start} = {total_env_steps - start} is not a multiple of steps_per_epoch "
                     f"({steps_per_epoch}); make (total_env_steps - initial_steps_min) and initial_steps_increment "
                     f"multiples of steps_per_epoch"
@@ -117,6 +139,9 @@ class CollectAndEvaluate(Callback):
         self.num_epochs_collect: int | None = None  # known after the initial collection
         self.collector: Collector | None = None
         self.eval_rng = np.random.default_rng(None if seed is None else seed + 1)  # test env reset seeds
+        self.epochs_done = 0  # epochs whose end (evaluation, collection) is complete
+        self.finished = False  # the final evaluation is done (committed by final.ckpt)
+        self.final_metrics: dict[str, float] = {}
         self._pending_state: dict | None = None
 
     # --- set-up -------------------------------------------------------------------------------------------------
@@ -143,17 +168,105 @@ class CollectAndEvaluate(Callback):
             self.num_epochs_collect = 0  # no real-data collection: only the final epochs
         elif trainer.global_rank == 0:
             earlier = list(dm.train_store.episodes_dir.glob("*.npz")) if dm.train_store.episodes_dir.is_dir() else []
-            if (len(dm.train_store) > 0 or earlier):
+            if (len(dm.train_store) > 0 or earlier):  # the CLI checks this first; a safety net for other callers
                 raise RuntimeError(
                     f"{dm.train_store.directory} already holds episodes from an earlier run (never overwritten). "
                     f"Resume it with --ckpt_path last, or start a new run with another --data.run_dir."
                 )
+            if self._checkpoint_dir(trainer) is not None:
+                write_marker(dm.run_dir)  # removed once start.ckpt commits the collection
             self._initial_collection(trainer, pl_module)
         if trainer.world_size > 1 and not (dm.is_static or pl_module.model_free) and not resumed:
             self.num_epochs_collect = trainer.strategy.broadcast(self.num_epochs_collect, src=0)
             # the initial collection (and epoch 1's steps) go from rank 0 to every rank
             self._send_data(trainer) if trainer.global_rank == 0 else self._receive_data(trainer)
         trainer.fit_loop.max_epochs = self.num_epochs_collect + self.num_final_epochs
+        if not resumed:
+            self._save_start_checkpoint(trainer)
+        elif self.finished:
+            self._say(trainer, f"this run is finished (final evaluation committed in {FINAL_NAME}"
+                               f"{self._final_summary()}); nothing to do")
+            if not results_path(dm.run_dir).is_file():  # killed between final.ckpt and results.json
+                self._write_results(trainer, pl_module)
+        elif self.epochs_done >= trainer.fit_loop.max_epochs:  # killed after its last epoch, before final.ckpt
+            self._say(trainer, "resuming the final evaluation (all training epochs are done)")
+            self._final_evaluation(trainer, pl_module, loaded=trainer._checkpoint_connector._loaded_checkpoint)
+        interrupt.check("before the first update" if not resumed else "at the resume")
+
+    # --- commit points (loop/resume.py) ---------------------------------------------------------------------------
+    @staticmethod
+    def _full_checkpoint_callback(trainer: L.Trainer):
+        """The ModelCheckpoint that writes full (not weight-only) checkpoints, None without one."""
+        return next((cb for cb in trainer.checkpoint_callbacks
+                     if not getattr(cb, "save_weights_only", False) and getattr(cb, "dirpath", None)), None)
+
+    @classmethod
+    def _checkpoint_dir(cls, trainer: L.Trainer) -> Path | None:
+        cb = cls._full_checkpoint_callback(trainer)
+        return None if cb is None else Path(cb.dirpath)
+
+    def _save_start_checkpoint(self, trainer: L.Trainer) -> None:
+        """Commit the initial collection before the first update (epoch 1 is 25,000 updates in the paper)."""
+        dirpath = self._checkpoint_dir(trainer)
+        if dirpath is None:
+            return
+        trainer.save_checkpoint(dirpath / START_NAME, weights_only=False)  # every rank: a collective call, rank 0 writes
+        if trainer.global_rank == 0:
+            marker_path(trainer.datamodule.run_dir).unlink(missing_ok=True)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module) -> None:
+        # start.ckpt is superseded once an epoch checkpoint exists
+        cb = self._full_checkpoint_callback(trainer)
+        if trainer.global_rank == 0 and cb is not None and trainer.current_epoch >= 1:
+            newer = [p for p in (cb.best_model_path, cb.last_model_path) if p and Path(p).is_file()]
+            if newer and Path(newer[0]).name != START_NAME:
+                (Path(cb.dirpath) / START_NAME).unlink(missing_ok=True)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
+        if trainer.world_size > 1:  # every rank stops at the same update (rank 0 decides)
+            interrupt.requested = trainer.strategy.broadcast(interrupt.requested, src=0)
+        interrupt.check(f"in epoch {trainer.current_epoch + 1} before update {batch_idx + 1} (this epoch's updates "
+                        f"are redone on resume)")
+
+    def _final_evaluation(self, trainer: L.Trainer, pl_module, loaded: dict | None = None) -> None:
+        """The final evaluation into the test-set version `final`, committed by final.ckpt. `loaded`: the checkpoint
+        this run resumed from (its loop state says the training is over), else a fresh checkpoint is written."""
+        if trainer.global_rank == 0 and self.final_eval_episodes > 0:
+            self.final_metrics = self.evaluate(trainer, pl_module, self.final_eval_episodes, prefix="final",
+                                               model_tests=False, version="final")
+        self.finished = True
+        dirpath = self._checkpoint_dir(trainer)
+        if dirpath is None:
+            return
+        if loaded is None:
+            trainer.save_checkpoint(dirpath / FINAL_NAME, weights_only=False)
+        elif trainer.global_rank == 0:  # on_fit_start: Lightning's loops are not restored yet, so reuse the file's
+            ckpt = dict(loaded)
+            ckpt["callbacks"] = {**ckpt["callbacks"], self.state_key: self.state_dict()}
+            dm = trainer.datamodule
+            ckpt[type(dm).__qualname__] = dm.state_dict()
+            atomic_write(dirpath / FINAL_NAME, lambda f: torch.save(ckpt, f))
+        self._write_results(trainer, pl_module)
+        if trainer.world_size > 1:
+            trainer.strategy.barrier("final_evaluation")
+
+    def _write_results(self, trainer: L.Trainer, pl_module) -> None:
+        """<run_dir>/results.json (for sweep/report), derived from what final.ckpt committed: written after it, and
+        again by a resume of the finished run if a kill came in between."""
+        if trainer.global_rank == 0 and self.final_eval_episodes > 0 and not trainer.datamodule.is_static:
+            write_final_results(trainer, pl_module, seed=self.seed, epochs=self.epochs_done)
+
+    def _final_summary(self) -> str:
+        m = self.final_metrics
+        if "final/return_mean" not in m:
+            return ""
+        return f": return {m['final/return_mean']:.2f} +- {m.get('final/return_std', 0.0):.2f}, human-normalised " \
+               f"{m.get('final/human_normalised_score', float('nan')):.3f}"
+
+    @staticmethod
+    def _say(trainer: L.Trainer, message: str) -> None:
+        if trainer.global_rank == 0:
+            print(message, file=sys.stderr, flush=True)
 
     def _initial_collection(self, trainer: L.Trainer, pl_module) -> None:
         store = trainer.datamodule.train_store
@@ -198,9 +311,10 @@ class CollectAndEvaluate(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
         epoch = trainer.current_epoch + 1  # 1-based, as the reference counts
         if self.eval_every > 0 and epoch % self.eval_every == 0 and trainer.global_rank == 0:
-            self.evaluate(trainer, pl_module, self.eval_episodes, prefix="test")
+            self.evaluate(trainer, pl_module, self.eval_episodes, prefix="test", version=f"epoch_{epoch:05d}")
         if not (trainer.datamodule.is_static or pl_module.model_free) and epoch + 1 <= self.num_epochs_collect:
             self._collect(trainer)
+        self.epochs_done = epoch  # the checkpoint callbacks run after this hook and record it
 
     # --- DDP: rank 0's new transitions go to every rank, so all ranks sample from the same store -------------------
     def _send_data(self, trainer: L.Trainer) -> None:
@@ -223,21 +337,22 @@ class CollectAndEvaluate(Callback):
             store.add_episode(tail if old == 0 else store.get(i).extend(tail), i if i < len(store) else None)
 
     def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
-        if trainer.global_rank > 0:
-            return
-        if self.final_eval_episodes > 0 and trainer.current_epoch >= trainer.fit_loop.max_epochs:
-            self.evaluate(trainer, pl_module, self.final_eval_episodes, prefix="final", model_tests=False)
-            write_final_results(trainer, pl_module, seed=self.seed)  # <run_dir>/results.json: marks the run finished
+        if trainer.current_epoch >= trainer.fit_loop.max_epochs and not self.finished:
+            interrupt.check("before the final evaluation (it runs on resume)")
+            self._final_evaluation(trainer, pl_module)
 
     # --- evaluation ---------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, trainer: L.Trainer, pl_module, num_episodes: int, prefix: str, model_tests: bool = True) -> dict:
-        """Full test games (no life-loss termination, epsilon 0) into a cleared test store, then world-model tests."""
+    def evaluate(self, trainer: L.Trainer, pl_module, num_episodes: int, prefix: str, model_tests: bool = True,
+                 version: str = "final") -> dict:
+        """Full test games (no life-loss termination, epsilon 0) into a new version of the test store (see
+        `EpisodeStore.begin_version`: the previous one stays until a checkpoint commits this one), then world-model
+        tests."""
         dm = trainer.datamodule
         metrics: dict[str, float] = {}
         if not dm.is_static and num_episodes > 0:
             announce(trainer, f"{'final ' if prefix == 'final' else ''}evaluation: {num_episodes} test episode(s)")
-            dm.test_store.clear()
+            dm.test_store.begin_version(version)
             num_envs = min(self.num_eval_envs, num_episodes)
             env = pl_module.env_spec.make(num_envs, train=False, noop_max=self.noop_max)
             try:
@@ -247,6 +362,7 @@ class CollectAndEvaluate(Callback):
                 episodes = collector.collect(num_episodes=num_episodes)
             finally:
                 env.close()
+            dm.test_store.publish()
             returns = np.array([e["return"] for e in episodes], dtype=np.float64)
             metrics.update({
                 f"{prefix}/return_mean": float(returns.mean()),
@@ -290,6 +406,9 @@ class CollectAndEvaluate(Callback):
             "collector": None if self.collector is None else self.collector.state_dict(),
             "eval_rng": self.eval_rng.bit_generator.state,
             "rng": rng_state(),
+            "epochs_done": self.epochs_done,
+            "finished": self.finished,
+            "final_metrics": dict(self.final_metrics),
         }
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -303,3 +422,6 @@ class CollectAndEvaluate(Callback):
             self.collector.load_state_dict(state["collector"])
         self.eval_rng.bit_generator.state = state["eval_rng"]
         set_rng_state(state["rng"])
+        self.epochs_done = int(state.get("epochs_done", 0))  # absent in checkpoints written before final.ckpt existed
+        self.finished = bool(state.get("finished", False))
+        self.final_metrics = {k: float(v) for k, v in state.get("final_metrics", {}).items()}

@@ -96,9 +96,9 @@ def _normalised(pl_module, game: str, mean: float) -> float | None:
     return human_normalised_or_none(game, mean)
 
 
-def write_final_results(trainer, pl_module, seed: int | None) -> Path:
+def write_final_results(trainer, pl_module, seed: int | None, epochs: int | None = None) -> Path:
     """Write `<run_dir>/results.json` from the final evaluation's episodes (the test store holds exactly them: it
-    is cleared before each evaluation and keeps finished episodes only)."""
+    is a new version for each evaluation and keeps finished episodes only)."""
     dm = trainer.datamodule
     store = dm.test_store
     returns = [store.get(i).ret for i in range(len(store))]
@@ -114,7 +114,7 @@ def write_final_results(trainer, pl_module, seed: int | None) -> Path:
         "mean": mean,
         "human_normalised_score": None if mean is None else _normalised(pl_module, game, mean),
         "env_steps": int(dm.train_store.num_steps),
-        "epochs": int(trainer.current_epoch),
+        "epochs": int(trainer.current_epoch if epochs is None else epochs),  # a resume before the loops are restored
         "wall_time_s": round(time.time() - _PROCESS_START, 1),
         "resumed": trainer.ckpt_path is not None,
         "host": socket.gethostname(),

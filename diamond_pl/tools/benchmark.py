@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     import torch
 # torch and everything that imports it are imported inside the functions that use them: `benchmark --help` stays fast
 
+from diamond_pl.errors import RunError, UsageError
+
 PHASES = ("denoiser", "rew_end", "imagination", "actor_critic", "env", "eval")
 NETWORK_PHASES = ("denoiser", "rew_end", "imagination", "actor_critic")
 UNITS = {"denoiser": "update", "rew_end": "update", "imagination": "step", "actor_critic": "update",
@@ -71,10 +73,15 @@ REFERENCE = {
 def load_config(path: str | Path) -> dict:
     import yaml
 
+    if not Path(path).is_file():
+        raise UsageError(f"--config {path}: no such file")
     with open(path) as f:
-        cfg = yaml.safe_load(f) or {}
-    if "model" not in cfg:
-        raise SystemExit(f"error: {path} has no `model` section")
+        try:
+            cfg = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise UsageError(f"--config {path}: not valid YAML ({e})") from None
+    if not isinstance(cfg, dict) or "model" not in cfg:
+        raise UsageError(f"--config {path} has no `model` section; pass a training config such as configs/smoke.yaml")
     return cfg
 
 
@@ -420,19 +427,20 @@ def run(args: argparse.Namespace) -> dict:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda but CUDA is not available")
+        raise UsageError("--device cuda but CUDA is not available; use --device cpu")
     cfg = load_config(args.config)
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
-    if set(phases) - set(PHASES):
-        raise SystemExit(f"error: unknown phases {sorted(set(phases) - set(PHASES))}; valid: {','.join(PHASES)}")
+    bad = set(phases) - set(PHASES)
+    if bad:
+        raise UsageError(f"--phases: unknown phases {sorted(bad)}; valid: {','.join(PHASES)}")
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if set(variants) - set(VARIANTS):
-        raise SystemExit(f"error: --variants takes {','.join(VARIANTS)}")
+        raise UsageError(f"--variants {args.variants!r}: takes {','.join(VARIANTS)}")
     on_cpu = device == "cpu"
     repeats = args.repeats if args.repeats is not None else (2 if on_cpu else 10)
     warmup = args.warmup if args.warmup is not None else (2 if on_cpu else 3)
     if repeats < 1:
-        raise SystemExit("error: --repeats must be >= 1")
+        raise UsageError(f"--repeats must be >= 1, got {repeats}")
     data, loop = cfg.get("data") or {}, cfg.get("loop") or {}
     batch_size = args.batch_size or int(data.get("batch_size", 32))
     paper_size = args.scale == 1.0 and is_paper_size(cfg["model"], batch_size)
@@ -482,7 +490,7 @@ def _run_subprocess(spec: dict) -> dict:
         spec_path.write_text(json.dumps(spec))
         proc = subprocess.run([sys.executable, "-m", "diamond_pl.tools.benchmark", "--worker", str(spec_path), str(out_path)])
         if proc.returncode != 0:
-            raise SystemExit(f"error: the {spec['variant']} variant failed (exit code {proc.returncode})")
+            raise RunError(f"the {spec['variant']} variant failed (exit code {proc.returncode}); its output is above")
         return json.loads(out_path.read_text())
 
 

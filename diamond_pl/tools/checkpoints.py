@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from pathlib import Path
 
 import lightning
@@ -45,7 +46,8 @@ def read_torch_file(path: str | os.PathLike) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()  # torch bolds part of it with terminal codes
+        first_line = text.splitlines()[0].strip() if text else type(e).__name__
         if "weights only" in first_line.lower():
             raise CheckpointError(
                 f"{path}: holds Python objects other than tensors and plain containers, which diamond_pl never "
@@ -59,7 +61,7 @@ def read_torch_file(path: str | os.PathLike) -> object:
 
 def _corrupt(path: Path, e: Exception) -> CheckpointError:
     return CheckpointError(
-        f"{path}: cannot be read as a torch file ({type(e).__name__}: {str(e).strip()[:200]}); it is corrupt, "
+        f"{path}: cannot be read as a torch file ({type(e).__name__}: {str(e).strip().split('. ')[0][:200]}); it is corrupt, "
         f"truncated or not written by torch.save: download or copy it again"
     )
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from diamond_pl.games import UnknownGameError, validate_game
+from diamond_pl.errors import UsageError, run_command
 
 if TYPE_CHECKING:
     import torch
@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 DEFAULT_GAME = "Breakout"  # what a config without `data.game` trains (ReplayDataModule's default)
 
 
-class ToolError(RuntimeError):
-    """A problem the user can fix; the message says what and how."""
+class ToolError(UsageError):
+    """A problem the user can fix; the message says what and how (exit status 2, see diamond_pl/errors.py)."""
 
 
 def tool_parser(command: str, description: str, seeds: str, ckpt_required: bool = True) -> argparse.ArgumentParser:
@@ -39,15 +39,16 @@ def tool_parser(command: str, description: str, seeds: str, ckpt_required: bool 
 
 
 def run_tool(command: str, fn: Callable[[], object]) -> None:
-    """Run a tool's body; user errors become one clear line on stderr and exit status 2."""
-    from diamond_pl.tools.checkpoints import CheckpointError
+    """Run a tool's body; user errors become one clear line on stderr and exit status 2 (`errors.run_command`)."""
     from diamond_pl.video import VideoFormatError
 
-    try:
-        fn()
-    except (ToolError, CheckpointError, UnknownGameError, VideoFormatError) as e:
-        print(f"{command}: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    def body() -> None:
+        try:
+            fn()
+        except VideoFormatError as e:  # a wrong --out suffix is a usage error too
+            raise ToolError(str(e)) from None
+
+    run_command(command, body)
 
 
 def pick_device(name: str | None) -> torch.device:

@@ -75,12 +75,8 @@ def _sha256(path: Path) -> str:
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     from diamond_pl.modules.component import COMPONENTS
-    from diamond_pl.tools.checkpoints import CheckpointError
 
-    try:
-        summary = convert(args.agent, args.out, args.game, args.overwrite)
-    except CheckpointError as e:
-        raise SystemExit(f"import-diamond: error: {e}") from None
+    summary = convert(args.agent, args.out, args.game, args.overwrite)  # CheckpointError: one line, exit 2 (cli)
     print(f"{args.agent} -> {args.out} ({summary['game']}, {summary['num_actions']} actions)")
     for name in COMPONENTS:
         cfg = {k: v for k, v in summary[name].items() if k != "num_actions"}

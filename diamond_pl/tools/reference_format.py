@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from diamond_pl.errors import ConfigError
 from diamond_pl.nets.actor_critic_net import ActorCriticNetConfig
 from diamond_pl.nets.denoiser_net import DenoiserNetConfig
 from diamond_pl.nets.rew_end_net import NUM_END_CLASSES, NUM_REW_CLASSES, RewEndNetConfig
@@ -43,7 +44,7 @@ FIX_FILE = (
 )
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ConfigError):
     """A checkpoint that cannot be read, converted or loaded; the message says which file, what and how to fix it."""
 
 
