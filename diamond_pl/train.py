@@ -87,6 +87,31 @@ def check_checkpoint_env(ckpt: dict, path: str | Path, spec: EnvSpec) -> None:
     )
 
 
+def check_checkpoint_networks(ckpt: dict, path: str | Path, model_cfg) -> None:
+    """A run resumes with the network sizes it was trained with: name the first setting that differs (instead of
+    torch's size-mismatch error after the models were built)."""
+    from diamond_pl.modules.component import COMPONENTS
+
+    def plain(v):
+        v = v.as_dict() if hasattr(v, "as_dict") else v
+        v = vars(v) if hasattr(v, "__dataclass_fields__") else v
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return [plain(x) for x in v] if isinstance(v, (list, tuple)) else v
+
+    saved = ckpt.get("hyper_parameters") or {}
+    for section in COMPONENTS:
+        given, theirs = plain(model_cfg.get(section) or {}), saved.get(section) or {}
+        for key, value in (given.items() if isinstance(given, dict) else []):
+            if value is None or key not in theirs or plain(theirs[key]) == value:
+                continue
+            raise CheckpointError(
+                f"--model.{section}.{key} {value} does not match checkpoint {path}, trained with {plain(theirs[key])}: "
+                f"resume with the run's config (its version_*/config.yaml), or start a new run with another "
+                f"--data.run_dir"
+            )
+
+
 def check_devices(trainer) -> None:
     """Several devices need DDP that tolerates unused parameters (each update trains one of the three networks)."""
     from lightning.pytorch.strategies import DDPStrategy
@@ -267,9 +292,13 @@ class DiamondCLI(LightningCLI):
         if cfg is None:
             return super()._parse_ckpt_path()
         spec = self._fill_paths(cfg)
+        named = cfg.get("ckpt_path") not in (None, "last", "hpc")
         ckpt_path = self._resolve_resume(cfg)
         if ckpt_path is not None:
-            check_checkpoint_env(check_checkpoint(ckpt_path), ckpt_path, spec)
+            ckpt = check_checkpoint(ckpt_path)
+            check_checkpoint_env(ckpt, ckpt_path, spec)
+            if not named:  # a named file's hyperparameters replace the config's (below); `last` keeps the config
+                check_checkpoint_networks(ckpt, ckpt_path, cfg.model)
         # Lightning applies a named file's model hyperparameters (not those behind `last`, as before): call it first
         super()._parse_ckpt_path()
         self.config[subcommand].ckpt_path = ckpt_path

@@ -37,10 +37,15 @@ def files(tmp_path_factory) -> dict[str, Path]:
     held = d / "held_run"  # a run folder that already holds a run
     (held / "checkpoints").mkdir(parents=True)
     (held / "checkpoints" / "epoch_00001.ckpt").write_bytes(breakout.read_bytes())
+    held_net = d / "held_net_run"  # a smoke-size run (denoiser channels 8) to resume with other network sizes
+    (held_net / "checkpoints").mkdir(parents=True)
+    torch.save({"state_dict": {}, "loops": {}, "callbacks": {}, "epoch": 1, "global_step": 20,
+                "hyper_parameters": {"env": {"game": "Breakout"}, "denoiser": {"channels": [8, 8, 8, 8]}},
+                "datamodule_hyper_parameters": {"game": "Breakout"}}, held_net / "checkpoints" / "epoch_00001.ckpt")
     existing = d / "exists.ckpt"
     existing.write_bytes(b"x")
     return {"corrupt": corrupt, "pickled": pickled, "snapshot": snapshot, "breakout": breakout, "no_test": no_test,
-            "held": held, "existing": existing, "dir": d}
+            "held": held, "held_net": held_net, "existing": existing, "dir": d}
 
 
 def fit_args(run: Path, *extra: str) -> list[str]:
@@ -66,6 +71,9 @@ CASES = [
     ("last_in_empty_folder", lambda r, f: fit_args(r, "--ckpt_path=last"), 2, "no last.ckpt"),
     ("folder_holds_a_run", lambda r, f: fit_args(f["held"]), 2,
      "--ckpt_path last"),
+    ("networks_vs_checkpoint", lambda r, f: fit_args(f["held_net"], "--ckpt_path=last",
+                                                     "--model.denoiser.channels=[16,16,16,16]"), 2,
+     "--model.denoiser.channels [16, 16, 16, 16] does not match"),
     ("static_dataset_missing", lambda r, f: fit_args(r, f"--data.static_dataset={f['dir']}/nodata"), 2, "nodata"),
     ("static_dataset_no_test", lambda r, f: fit_args(r, f"--data.static_dataset={f['no_test']}"), 2, "test/"),
     ("epsilon_2", lambda r, f: fit_args(r, "--loop.epsilon", "2"), 2, "--loop.epsilon"),
