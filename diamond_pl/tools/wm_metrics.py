@@ -14,8 +14,6 @@ import json
 import tempfile
 from pathlib import Path
 
-import torch
-
 from diamond_pl.atomic import atomic_write_bytes
 from diamond_pl.tools.common import ToolError, load_tool_agent, pick_device, run_tool, tool_parser
 
@@ -31,8 +29,14 @@ def parser():
     return p
 
 
-@torch.no_grad()
 def world_model_metrics(agent, episodes: int, horizon: int, seed: int | None) -> dict[str, float]:
+    import torch
+
+    with torch.no_grad():
+        return _metrics(agent, episodes, horizon, seed)
+
+
+def _metrics(agent, episodes: int, horizon: int, seed: int | None) -> dict[str, float]:
     from diamond_pl.data.collector import Collector, RandomPolicy
     from diamond_pl.data.store import EpisodeStore
     from diamond_pl.data.traversal import Traversal
@@ -62,6 +66,8 @@ def world_model_metrics(agent, episodes: int, horizon: int, seed: int | None) ->
 
 
 def run(args) -> None:
+    import torch  # here, not at the top: `wm-metrics --help` must not wait for torch
+
     device = pick_device(args.device)
     agent = load_tool_agent(args.ckpt_path, device)
     if args.seed is not None:
