@@ -87,6 +87,9 @@ def check_checkpoint_env(ckpt: dict, path: str | Path, spec: EnvSpec) -> None:
     )
 
 
+ENV_FOLLOWERS = ("num_actions", "img_size")  # set from the env by the agent (and checked by check_checkpoint_env)
+
+
 def check_checkpoint_networks(ckpt: dict, path: str | Path, model_cfg) -> None:
     """A run resumes with the network sizes it was trained with: name the first setting that differs (instead of
     torch's size-mismatch error after the models were built)."""
@@ -103,7 +106,7 @@ def check_checkpoint_networks(ckpt: dict, path: str | Path, model_cfg) -> None:
     for section in COMPONENTS:
         given, theirs = plain(model_cfg.get(section) or {}), saved.get(section) or {}
         for key, value in (given.items() if isinstance(given, dict) else []):
-            if value is None or key not in theirs or plain(theirs[key]) == value:
+            if key in ENV_FOLLOWERS or value is None or key not in theirs or plain(theirs[key]) == value:
                 continue
             raise CheckpointError(
                 f"--model.{section}.{key} {value} does not match checkpoint {path}, trained with {plain(theirs[key])}: "
