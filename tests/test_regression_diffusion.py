@@ -174,3 +174,34 @@ def test_sampler_wrapper_passes_its_whole_configuration():
         other = DiffusionSampler(den, SamplerConfig(**{**cfg.__dict__, field: value}))
         out = other(prev_obs, prev_act, initial_noise=noise, generator=torch.Generator().manual_seed(1))
         assert not torch.equal(out, got), field
+
+
+def test_denoiser_module_uses_the_sampler_and_noise_model_it_is_given():
+    """The agent builds DenoiserModule from the yaml's `model.sampler` and `model.diffusion` sections: imagination
+    must sample with that sampler and training must use that noise model (§3.3-3.5), not the defaults."""
+    cfg = SamplerConfig(num_steps=2, sigma_min=0.01, sigma_max=3.0, rho=5.0, order=2, s_churn=1.0, s_noise=1.1)
+    diffusion = denoiser_module.DiffusionConfig(sigma_data=0.7, sigma_offset_noise=0.1, train_sigma_loc=-0.2,
+                                                train_sigma_scale=0.9, train_sigma_min=0.01, train_sigma_max=10.0)
+    torch.manual_seed(0)
+    module = denoiser_module.DenoiserModule(
+        DenoiserNetConfig(num_actions=3, cond_channels=16, depths=(1, 1), channels=(8, 8), attn_depths=(0, 1)),
+        sampler=cfg, diffusion=diffusion,
+    )  # fmt: skip
+    den = module.denoiser
+    nn.init.normal_(den.inner_model.conv_out.weight, std=0.1)
+    assert (den.train_sigma_loc, den.train_sigma_scale, den.train_sigma_min, den.train_sigma_max) == (
+        -0.2, 0.9, 0.01, 10.0)
+    sigma = torch.tensor([0.05, 1.0, 4.0])
+    cs = den.conditioners(sigma)
+    for got, want in zip((cs.c_in, cs.c_skip, cs.c_out, cs.c_noise), spec_conditioners(sigma, 0.7, 0.1)):
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
+
+    obs, act, _ = batch(b=2)
+    noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    got = module.sample_next_obs(obs[:, :N], act[:, :N], initial_noise=noise, generator=torch.Generator().manual_seed(1))
+    want = sample_next_obs(den, obs[:, :N], act[:, :N], num_steps=2, sigma_min=0.01, sigma_max=3.0, rho=5.0, order=2,
+                           s_churn=1.0, s_tmin=0.0, s_tmax=math.inf, s_noise=1.1, initial_noise=noise,
+                           generator=torch.Generator().manual_seed(1))  # fmt: skip
+    torch.testing.assert_close(got, want)
+    default = sample_next_obs(den, obs[:, :N], act[:, :N], initial_noise=noise, generator=torch.Generator().manual_seed(1))
+    assert not torch.allclose(got, default)

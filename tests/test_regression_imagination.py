@@ -9,6 +9,8 @@
     slot; the reward/end LSTM of a reset env is the one burnt in on its context's 3 real transitions.
 """
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -408,3 +410,38 @@ def test_a_seeded_generator_makes_acting_repeatable_whatever_the_global_rng():
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     c = acts(1, 1)
     assert not torch.equal(a[0], c[0]) and not torch.equal(a[1], c[1])
+
+
+class StillEnv:
+    """N envs showing one gray frame forever: no reward, never done."""
+
+    def __init__(self, n: int) -> None:
+        self.frame = torch.zeros(n, 3, SIZE, SIZE)
+
+    def reset(self) -> torch.Tensor:
+        return self.frame
+
+    def step(self, act: torch.Tensor) -> StepOutput:
+        n = act.shape[0]
+        no = torch.zeros(n, dtype=torch.bool)
+        return StepOutput(obs=self.frame, rew=torch.zeros(n), end=no, trunc=no, final_obs=self.frame, burnin_obs=None)
+
+
+def test_actor_critic_module_acts_at_its_configured_temperature():
+    """The actor-critic trains on actions a ~ softmax(logits / temperature) with the configured temperature
+    (`model.actor_critic_loss.temperature`, DIAMOND #34); an epsilon given to its env loop is used too."""
+    from diamond_pl.modules.actor_critic import ActorCriticLossConfig, ActorCriticModule
+
+    module = ActorCriticModule(ActorCriticNetConfig(num_actions=A, lstm_dim=8, channels=(4, 4, 4, 4), img_size=SIZE),
+                               ActorCriticLossConfig(temperature=0.25))  # fmt: skip
+    with torch.no_grad():  # logits (1, 0, 0) in every state
+        module.net.actor_linear.weight.zero_()
+        module.net.actor_linear.bias.copy_(torch.tensor([1.0] + [0.0] * (A - 1)))
+
+    def share_of_action_0(**kwargs) -> float:
+        loop = module.make_env_loop(StillEnv(64), generator=torch.Generator().manual_seed(0), **kwargs)
+        return (loop.rollout(10).act == 0).float().mean().item()  # 640 draws
+
+    p0 = math.exp(1 / 0.25) / (math.exp(1 / 0.25) + A - 1)  # 0.965 (0.576 at temperature 1)
+    assert abs(share_of_action_0() - p0) < 0.03
+    assert abs(share_of_action_0(epsilon=1.0) - 1 / A) < 0.07  # every action uniform

@@ -181,3 +181,81 @@ def test_per_class_metrics_from_a_known_confusion_matrix():
         assert out["precision"][k].item() == pytest.approx(p)
         assert out["recall"][k].item() == pytest.approx(r)
         assert out["f1_score"][k].item() == pytest.approx(f1)
+
+
+def tiny_rew_end(side: int = SIDE) -> RewEndModule:
+    torch.manual_seed(0)
+    return RewEndModule(RewEndNetConfig(num_actions=4, lstm_dim=8, cond_channels=4, depths=(1,), channels=(4,),
+                                        attn_depths=(0,), img_size=side))  # fmt: skip
+
+
+def window_batch(mask_padding, rew, end=None, seed=0) -> Batch:
+    mask_padding = np.asarray(mask_padding, bool)
+    b, t = mask_padding.shape
+    rng = np.random.default_rng(seed)
+    batch = Batch.zeros(b, t, (3, SIDE, SIDE))
+    batch.obs.numpy()[:] = rng.integers(0, 256, size=batch.obs.shape, dtype=np.uint8) * mask_padding[..., None, None, None]
+    batch.act.numpy()[:] = rng.integers(0, 4, size=(b, t)) * mask_padding
+    batch.rew.numpy()[:] = rew
+    batch.end.numpy()[:] = np.zeros((b, t), bool) if end is None else end
+    batch.mask_padding.numpy()[:] = mask_padding
+    return batch
+
+
+@pytest.mark.parametrize("mask_padding", [
+    [[True, True]],  # one transition in the whole batch
+    [[False, True, True, True, False], [True, True, False, False, False]],  # padding on both sides (spec 2.4)
+])  # fmt: skip
+def test_reward_end_loss_is_the_mean_cross_entropy_over_real_transitions(mask_padding):
+    """§6.2: CE(reward logits, sign(r) + 1) + CE(end logits, end), each averaged over the real transitions
+    (mask = mask_padding[:, :-1]), whatever their number."""
+    module = tiny_rew_end()
+    torch.nn.init.normal_(module.net.head[2].weight, std=0.5)  # logits that differ between transitions
+    mask_padding = np.asarray(mask_padding)
+    rew = np.random.default_rng(1).choice([-3.0, 0.0, 2.0], size=mask_padding.shape) * mask_padding
+    batch = window_batch(mask_padding, rew)
+    loss, metrics = module.loss(batch)
+
+    obs = batch.obs_float()
+    with torch.no_grad():
+        logits_rew, logits_end, _ = module.net(obs[:, :-1], batch.act[:, :-1], obs[:, 1:])
+    real = torch.from_numpy(mask_padding[:, :-1])
+    ce = torch.nn.functional.cross_entropy
+    want_rew = ce(logits_rew[real], (torch.sign(batch.rew[:, :-1]) + 1).long()[real])
+    want_end = ce(logits_end[real], batch.end[:, :-1].long()[real])
+    torch.testing.assert_close(metrics["loss_rew"], want_rew)
+    torch.testing.assert_close(metrics["loss_end"], want_end)
+    torch.testing.assert_close(loss.detach(), want_rew + want_end)
+
+
+def test_per_class_metrics_of_an_epoch_count_real_transitions_only_and_stages_apart():
+    """§6.2 / §12: the confusion counts accumulate over the real transitions of the stage's batches only; a class
+    never predicted (or never true) has precision (recall, F1) 0. With the head's output layer zeroed, every
+    prediction is class 0 (argmax of equal logits is the first)."""
+    module = tiny_rew_end()
+    torch.nn.init.zeros_(module.net.head[2].weight)
+    # train: 3 real transitions (rewards -1, -2, +1; the third ends the episode), then 2 padded ones
+    train = window_batch([[True, True, True, False, False, False]], [[-1.0, -2.0, 1.0, 0.0, 0.0, 0.0]],
+                         end=[[False, False, True, False, False, False]])  # fmt: skip
+    # test: 5 real transitions, all rewarded +1, none ending
+    test = window_batch([[True] * 6], [[1.0] * 6], seed=1)
+    module.loss(train, "train")
+    module.loss(test, "test")
+
+    def check(metrics, expected):
+        got = {k: round(v.item(), 6) for k, v in metrics.items()}
+        want = {f"classification_metrics/{head}_{name}_class_{k}": round(v, 6)
+                for head, per_name in expected.items() for name, values in per_name.items()
+                for k, v in enumerate(values)}  # fmt: skip
+        assert got == want
+
+    # rew targets (real) 0, 0, 2, predicted 0, 0, 0; end targets 0, 0, 1, predicted 0, 0, 0
+    check(module.classification_metrics("train"), {
+        "rew": {"precision": [2 / 3, 0, 0], "recall": [1, 0, 0], "f1_score": [0.8, 0, 0]},
+        "end": {"precision": [2 / 3, 0], "recall": [1, 0], "f1_score": [0.8, 0]},
+    })  # fmt: skip
+    # rew targets 2 x 5, predicted 0 x 5; end targets 0 x 5, predicted 0 x 5
+    check(module.classification_metrics("test"), {
+        "rew": {"precision": [0, 0, 0], "recall": [0, 0, 0], "f1_score": [0, 0, 0]},
+        "end": {"precision": [1, 0], "recall": [1, 0], "f1_score": [1, 0]},
+    })  # fmt: skip

@@ -53,6 +53,8 @@ class Zoo(nn.Module):
         self.register_buffer("fourier", torch.randn(4))
         self.frozen = nn.Linear(2, 2)
         self.frozen.requires_grad_(False)
+        self.half_frozen = nn.Linear(2, 2)  # a frozen weight leaves its module's other parameters in the groups
+        self.half_frozen.weight.requires_grad_(False)
 
 
 def test_parameter_groups_decay_only_linear_conv_and_lstm_weights():
@@ -66,7 +68,7 @@ def test_parameter_groups_decay_only_linear_conv_and_lstm_weights():
     not_decayed = sorted(names[id(p)] for p in no_decay["params"])
     assert not_decayed == sorted(["linear.bias", "conv1d.bias", "conv2d.bias", "lstm.bias_ih_l0", "lstm.bias_hh_l0",
                                   "cell.bias_ih", "cell.bias_hh", "norm.weight", "norm.bias", "layer_norm.weight",
-                                  "layer_norm.bias", "embedding.weight"])  # fmt: skip
+                                  "layer_norm.bias", "embedding.weight", "half_frozen.bias"])  # fmt: skip
 
 
 @pytest.mark.parametrize("net", ["denoiser", "rew_end_model", "actor_critic"])
@@ -190,3 +192,48 @@ def test_component_optimiser_factories_are_the_reference_values():
                                (actor_critic_optim, "actor_critic")):  # fmt: skip
         wd, clip = SPEC[component]
         assert factory() == OptimConfig(lr=LR, eps=EPS, weight_decay=wd, warmup_steps=WARMUP, max_grad_norm=clip)
+
+
+def test_no_warmup_is_full_lr_from_the_first_step_and_one_step_warmup_starts_at_zero():
+    """warm-up factor min(1, step / W) (spec §9.2) at the small ends of W: W = 1 gives lr 0 then lr; W = 0 means no
+    warm-up (the formula's limit), lr from the first step."""
+    for warmup, expected in ((0, [LR, LR, LR]), (1, [0.0, LR, LR]), (2, [0.0, LR / 2, LR])):
+        model = nn.Linear(3, 1)
+        opt, sched = configure_adamw(model, OptimConfig(lr=LR, warmup_steps=warmup))
+        lrs = []
+        for _ in range(3):
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        assert lrs == pytest.approx(expected, rel=1e-12, abs=0), warmup
+
+
+def test_optimiser_config_reaches_adamw():
+    """A non-default eps (the yaml's `model.*_optim.eps`) and the fused-kernel switch (`fast.fused_adamw`) reach the
+    AdamW that steps; fused None leaves torch's choice."""
+    model = nn.Linear(3, 1)
+    opt, _ = configure_adamw(model, OptimConfig(eps=1e-6, fused=True))
+    assert [g["eps"] for g in opt.param_groups] == [1e-6, 1e-6]
+    assert opt.defaults["fused"] is True
+    opt, _ = configure_adamw(model, OptimConfig())
+    assert opt.defaults["fused"] is None and [g["eps"] for g in opt.param_groups] == [EPS, EPS]
+
+
+def test_components_built_without_optimiser_settings_use_the_reference_ones():
+    """A component constructed on its own (tools, tests) gets spec §9.2's settings, not None."""
+    from diamond_pl.modules.actor_critic import ActorCriticModule
+    from diamond_pl.modules.denoiser import DenoiserModule
+    from diamond_pl.modules.rew_end import RewEndModule
+
+    modules = {
+        "denoiser": DenoiserModule(DenoiserNetConfig(4, cond_channels=8, depths=(1,), channels=(4,), attn_depths=(0,))),
+        "rew_end_model": RewEndModule(RewEndNetConfig(4, lstm_dim=8, cond_channels=4, depths=(1,), channels=(4,),
+                                                      attn_depths=(0,))),
+        "actor_critic": ActorCriticModule(ActorCriticNetConfig(4, lstm_dim=8, channels=(4, 4, 4, 4))),
+    }  # fmt: skip
+    for component, module in modules.items():
+        wd, clip = SPEC[component]
+        assert module.optim_cfg == OptimConfig(lr=LR, eps=EPS, weight_decay=wd, warmup_steps=WARMUP,
+                                               max_grad_norm=clip), component  # fmt: skip
+        opt = module.configure_optimizers()["optimizer"]
+        assert [g["weight_decay"] for g in opt.param_groups] == [wd, 0.0], component
