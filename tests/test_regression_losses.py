@@ -259,3 +259,31 @@ def test_per_class_metrics_of_an_epoch_count_real_transitions_only_and_stages_ap
         "rew": {"precision": [0, 0, 0], "recall": [0, 0, 0], "f1_score": [0, 0, 0]},
         "end": {"precision": [1, 0], "recall": [1, 0], "f1_score": [1, 0]},
     })  # fmt: skip
+
+
+def test_collection_policy_state_survives_a_checkpoint():
+    """The collector's recurrent state is saved with the run (`Collector.state_dict`), so a resumed run acts on from
+    the same h and c; a fresh policy (no state saved) starts from zeros."""
+    from test_regression_imagination import memory_net
+
+    from diamond_pl.modules.actor_critic import ActorCriticPolicy
+
+    frames = np.random.default_rng(0).integers(0, 256, (4, 3, 3, 16, 16), dtype=np.uint8)
+    policy = ActorCriticPolicy(memory_net())
+    policy.act(frames[0])
+    state = policy.state_dict()
+    h, c = (t.clone() for t in policy.hx_cx)
+    assert [t.shape for t in state["hx_cx"]] == [(3, policy.net.lstm.hidden_size)] * 2
+
+    resumed = ActorCriticPolicy(memory_net())
+    resumed.load_state_dict(state)
+    assert torch.equal(resumed.hx_cx[0], h) and torch.equal(resumed.hx_cx[1], c)
+    for frame in frames[1:]:
+        policy.act(frame)
+        resumed.act(frame)
+    assert all(torch.equal(a, b) for a, b in zip(policy.hx_cx, resumed.hx_cx))
+
+    fresh = ActorCriticPolicy(memory_net())
+    assert fresh.state_dict() == {"hx_cx": None}
+    fresh.load_state_dict(fresh.state_dict())
+    assert fresh.hx_cx is None
