@@ -445,3 +445,27 @@ def test_actor_critic_module_acts_at_its_configured_temperature():
     p0 = math.exp(1 / 0.25) / (math.exp(1 / 0.25) + A - 1)  # 0.965 (0.576 at temperature 1)
     assert abs(share_of_action_0() - p0) < 0.03
     assert abs(share_of_action_0(epsilon=1.0) - 1 / A) < 0.07  # every action uniform
+
+
+def test_preloaded_contexts_are_used_until_too_few_remain(tmp_path):
+    """§8: a block of `num_batches_to_preload` context batches is preloaded and handed out in order; new ones are
+    preloaded only when fewer remain than a chunk may request (every env ending at every one of its k steps plus the
+    reset: num_envs (k + 1)), so contexts stay in use (and may be stale) between refills."""
+    rec = Recorder()
+    sampler = SegmentSampler(flat_store(tmp_path), batch_size=2, seq_len=4, seed=0)
+    calls = []
+
+    def sample_contexts():
+        calls.append(1)
+        return sampler.sample()
+
+    cfg = WorldModelEnvConfig(num_envs=2, horizon=15, num_batches_to_preload=4)  # pools of 8 contexts
+    env = WorldModelEnv(rec.next_obs, rec.rew_end, sample_contexts, cfg, generator=torch.Generator().manual_seed(0))
+    env.ensure_contexts(3)
+    assert len(calls) == 4  # the first block
+    env.ensure_contexts(3)  # 8 left, a 3-step chunk may need 2 x 4 = 8
+    env.reset()  # takes 2
+    env.ensure_contexts(2)  # 6 left, 2 x 3 = 6 needed
+    assert len(calls) == 4, "contexts were preloaded again while enough remained"
+    env.ensure_contexts(3)  # 6 left, 8 needed
+    assert len(calls) == 8
