@@ -226,6 +226,8 @@ def test_reward_end_loss_is_the_mean_cross_entropy_over_real_transitions(mask_pa
     torch.testing.assert_close(metrics["loss_rew"], want_rew)
     torch.testing.assert_close(metrics["loss_end"], want_end)
     torch.testing.assert_close(loss.detach(), want_rew + want_end)
+    assert set(metrics) == {"loss_rew", "loss_end", "loss_total"}  # spec §12's names (logged, plotted)
+    torch.testing.assert_close(metrics["loss_total"], want_rew + want_end)
 
 
 def test_per_class_metrics_of_an_epoch_count_real_transitions_only_and_stages_apart():
