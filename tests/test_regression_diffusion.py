@@ -198,10 +198,12 @@ def test_denoiser_module_uses_the_sampler_and_noise_model_it_is_given():
 
     obs, act, _ = batch(b=2)
     noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(5))
-    got = module.sample_next_obs(obs[:, :N], act[:, :N], initial_noise=noise, generator=torch.Generator().manual_seed(1))
+    got = module.sample_next_obs(obs[:, :N], act[:, :N], initial_noise=noise,
+                                 generator=torch.Generator().manual_seed(1))
     want = sample_next_obs(den, obs[:, :N], act[:, :N], num_steps=2, sigma_min=0.01, sigma_max=3.0, rho=5.0, order=2,
                            s_churn=1.0, s_tmin=0.0, s_tmax=math.inf, s_noise=1.1, initial_noise=noise,
                            generator=torch.Generator().manual_seed(1))  # fmt: skip
     torch.testing.assert_close(got, want)
-    default = sample_next_obs(den, obs[:, :N], act[:, :N], initial_noise=noise, generator=torch.Generator().manual_seed(1))
+    default = sample_next_obs(den, obs[:, :N], act[:, :N], initial_noise=noise,
+                              generator=torch.Generator().manual_seed(1))
     assert not torch.allclose(got, default)

@@ -194,7 +194,8 @@ def window_batch(mask_padding, rew, end=None, seed=0) -> Batch:
     b, t = mask_padding.shape
     rng = np.random.default_rng(seed)
     batch = Batch.zeros(b, t, (3, SIDE, SIDE))
-    batch.obs.numpy()[:] = rng.integers(0, 256, size=batch.obs.shape, dtype=np.uint8) * mask_padding[..., None, None, None]
+    frames = rng.integers(0, 256, size=batch.obs.shape, dtype=np.uint8)
+    batch.obs.numpy()[:] = frames * mask_padding[..., None, None, None]  # padding frames are 0
     batch.act.numpy()[:] = rng.integers(0, 4, size=(b, t)) * mask_padding
     batch.rew.numpy()[:] = rew
     batch.end.numpy()[:] = np.zeros((b, t), bool) if end is None else end
