@@ -158,7 +158,8 @@ def choose_threads(requested: int | None, fast_cpu_threads: int | str | None) ->
 # --- data ------------------------------------------------------------------------------------------------------------
 
 
-def synthetic_store(directory: Path, num_actions: int, num_episodes: int = 16, length: int = 120, seed: int = 0):
+def synthetic_store(directory: Path, num_actions: int, img_size: int = 64, num_episodes: int = 16, length: int = 120,
+                    seed: int = 0):
     """Random uint8 episodes (a few rewards and ends), in RAM only."""
     import numpy as np
 
@@ -169,12 +170,12 @@ def synthetic_store(directory: Path, num_actions: int, num_episodes: int = 16, l
     store = EpisodeStore(directory, "train_dataset")
     store.persist = False
     for _ in range(num_episodes):
-        obs = rng.integers(0, 256, size=(length, 3, 64, 64), dtype=np.uint8)
+        obs = rng.integers(0, 256, size=(length, 3, img_size, img_size), dtype=np.uint8)
         act = rng.integers(0, num_actions, size=length)
         rew = rng.choice(np.array([-1.0, 0.0, 1.0], dtype=np.float32), size=length, p=[0.05, 0.85, 0.1])
         end = np.zeros(length, bool)
         end[-1] = True
-        final = rng.integers(0, 256, size=(3, 64, 64), dtype=np.uint8)
+        final = rng.integers(0, 256, size=(3, img_size, img_size), dtype=np.uint8)
         store.add_episode(Episode(obs, act, rew, end, np.zeros(length, bool), final))
     return store
 
@@ -336,7 +337,7 @@ def run_variant(spec: dict) -> dict:
                            "batch_size": spec["batch_size"], "threads": torch.get_num_threads(), "phases": {},
                            "peak_flops_samples": []}
     with tempfile.TemporaryDirectory(prefix="diamond_bench_") as tmp:
-        store = synthetic_store(Path(tmp) / "train", agent.num_actions, seed=spec["seed"])
+        store = synthetic_store(Path(tmp) / "train", agent.num_actions, agent.env_spec.img_size, seed=spec["seed"])
         ctx = Context(cfg.get("data") or {}, cfg.get("loop") or {}, store, device, spec["batch_size"], Path(tmp),
                       spec["seed"], spec, fast_cfg or eager_config())
         for phase in spec["phases"]:
