@@ -2,17 +2,16 @@
 (random collection -> denoiser -> reward/end -> actor-critic in imagination -> collection with the policy -> final
 evaluation), must end with a return far above a random policy's.
 
-STATUS: configs/tiny.yaml does not learn BombCatch yet (docs/learning.md, "Results"), so this test fails today and
-is marked slow (deselected by default: `python -m pytest -m learning` runs it). Unmark it once a config passes it.
+STATUS: the test takes about 20 CPU-minutes, over the 5 minutes CI allows, and is not yet shown to pass on every seed
+(docs/learning.md, "Results"), so it is marked slow and `learning` (deselected by default: `python -m pytest -m
+learning` runs it).
 
-A uniformly random policy scores -0.16 (std 0.77 per episode, 5,000 episodes; the best return is +1). The final
-evaluation plays FINAL_EPISODES test episodes, so a random policy's mean has a standard error of 0.77 / sqrt(32) =
-0.14; the threshold, RANDOM + 0.6, is over 4 standard errors above it. The env is built so that each kind of broken
-loop loses a skill the threshold needs (docs/learning.md, "Does the test catch a broken loop?"): with the world
-model's action input scrambled the agent controls nothing in imagination; with rewards stored one step late the
-ball's reward (on an episode's last step) is lost; with end flags dropped before imagination the bomb is harmless.
-
-Runtime: one `fit` subprocess, 287-400 CPU seconds (about 5 min on an idle 2-core CPU; docs/learning.md).
+A uniformly random policy scores 0.10 (std 0.30 per episode; the best return is +1), so over FINAL_EPISODES episodes
+its mean has a standard error of 0.30 / sqrt(32) = 0.05. The threshold, RANDOM_RETURN + MARGIN = 0.6, is ten standard
+errors above it, and above what each kind of broken loop can reach (docs/learning.md): with the world model's action
+input scrambled the agent controls nothing in imagination (random level); with rewards stored one step late the
+ball's reward, the only one, is lost (random level); with end flags dropped before imagination the bombs are harmless,
+and a policy that catches every ball but ignores bombs scores 0.39.
 """
 
 import os
@@ -22,11 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV_ID = "diamond_pl.envs.toy:BombCatch-v0"
-RANDOM_RETURN = -0.16  # mean return of a uniformly random policy (5,000 episodes)
-MARGIN = 0.6
+RANDOM_RETURN = 0.10  # mean return of a uniformly random policy (std 0.30 per episode; 4,000 episodes)
+MARGIN = 0.5
 FINAL_EPISODES = 32
 
 
@@ -51,7 +51,8 @@ def test_tiny_config_learns_bombcatch_far_above_random(tmp_path):
     steps, returns = scalars["final/return_mean"]
     final = float(returns[-1])
     env_steps = float(scalars["env_steps"][1][-1])
-    assert env_steps == 1000  # the config's real-step budget was spent by the loop, not skipped
+    budget = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())["loop"]["total_env_steps"]
+    assert env_steps == budget  # the config's real-step budget was spent by the loop, not skipped
     assert final > RANDOM_RETURN + MARGIN, (
         f"final return {final:.3f} over {FINAL_EPISODES} episodes is not above random ({RANDOM_RETURN}) + {MARGIN}: "
         f"the DIAMOND loop did not learn"
@@ -59,12 +60,13 @@ def test_tiny_config_learns_bombcatch_far_above_random(tmp_path):
 
 
 def scripted_policy(env) -> int:
-    """Move under the ball, away from the bomb (reads the env's state): the best achievable play."""
+    """Step away from a bomb over the paddle, move under the ball (reads the env's state): the best achievable play."""
     u = env.unwrapped
-    target = u.x  # the ball's column (the paddle's centre stops at 1 and 6, still covering 0 and 7)
-    if u.bomb:  # the nearest centre whose 3 cells miss the bomb's column
-        target = min((c for c in range(1, 7) if abs(u.x - c) > 1), key=lambda c: abs(c - u.paddle))
-    return int(np.sign(target - u.paddle)) + 1
+    if u.stage == 2:
+        return int(np.sign(u.x - u.paddle)) + 1
+    if u.x == u.paddle:
+        return 2 if u.paddle == 0 else 0
+    return 1
 
 
 def play(policy, episodes: int, seed: int = 0) -> np.ndarray:
@@ -86,7 +88,7 @@ def play(policy, episodes: int, seed: int = 0) -> np.ndarray:
 
 def test_bombcatch_random_and_best_returns():
     rand = play(lambda env, rng: int(rng.integers(3)), 2000)
-    assert abs(rand.mean() - RANDOM_RETURN) < 0.06  # the constant the learning test compares against
+    assert abs(rand.mean() - RANDOM_RETURN) < 0.05  # the constant the learning test compares against
     assert (play(lambda env, rng: scripted_policy(env), 300) == 1.0).all()  # every episode can be won
 
 
@@ -97,7 +99,7 @@ def test_bombcatch_frames_go_through_the_pixel_env_unchanged():
     try:
         obs = env.reset(seed=0)
         assert obs.shape == (2, 3, 16, 16) and obs.dtype == np.uint8 and env.num_actions == 3
-        assert set(np.unique(obs)) <= {0, 40, 140, 220, 255}  # 2-pixel cells at 16 x 16: exact colours
+        assert set(np.unique(obs)) <= {0, 40, 140, 190, 220, 255}  # 4-pixel cells at 16 x 16: exact colours
     finally:
         env.close()
 

@@ -1,20 +1,29 @@
 """A tiny pixel env shipped with diamond_pl, for learning checks on a CPU (`docs/learning.md`,
-`tests/test_learning_loop.py`). Use it like any user env: `--data.env_id diamond_pl.envs.toy:BombCatch-v0` (gymnasium
-imports this module, whose `register` call runs).
+`tests/test_learning_loop.py`). Use it like any user env: `--data.env_id diamond_pl.envs.toy:BombCatch-v0`
+(gymnasium imports this module, whose `register` call runs).
 
-BombCatch-v0: an 8 x 8 grid with a 3-cell paddle on the bottom row that moves left / stays / right (actions 0 / 1 / 2).
-First a red bomb falls straight down from a random column of the top row, one row per step: if it lands on the paddle
-the episode terminates (reward 0); if the paddle dodged it, a yellow ball falls the same way, and when it lands the
-episode terminates with reward +1 if the paddle caught it, -1 if not. Episodes last 7 or 14 steps. Both objects can
-always be handled (7 rows to fall, at most 6 moves needed), so the best return is +1; a uniformly random policy scores
-about -0.1 (it dodges ~60 % of bombs and catches ~40 % of balls).
+BombCatch-v0: a 4 x 4 grid drawn at 4 pixels per cell (16 x 16 RGB), a one-cell paddle on the bottom row that moves
+left / stays / right (actions 0 / 1 / 2). Two bombs, then a ball, fall one row per step; one step after an object
+reaches the bottom row it is resolved:
+  1. a red bomb appears over the paddle; if it lands on the paddle the episode ends (reward 0), else
+  2. a purple bomb appears over the paddle and does the same, then
+  3. a yellow ball appears in the purple bomb's column; the episode ends with reward +1 if it lands on the paddle,
+     0 if not.
+Episodes last 4, 8 or 12 steps. Every object can be handled (3 moves while it falls), so the best return is +1; a
+uniformly random policy scores 0.10 (std 0.30), and a policy that catches every ball it sees but ignores the bombs
+about 0.39 (it survives both bombs in 39 % of episodes).
 
-Why a bomb and a ball: each is learnt from a different signal, so a broken training loop shows in the return. The ball
-is learnt from the reward on an episode's last step (a reward stored one step off falls outside the episode); the bomb
-only from the episode's end flag (its landing gives reward 0 either way: lost end flags make it harmless); both need
-the world model to respond to actions. A one-object game hides some of these bugs (docs/learning.md).
-
-Observations are RGB images, 2 pixels per cell (16 x 16: `--data.img_size 16` keeps them exact).
+Why it looks like this: each part of DIAMOND's loop is needed, so a broken loop shows in the return.
+- The ball is learnt only from the reward on an episode's last step: a reward stored one step late falls outside the
+  episode, and nothing else pays.
+- The bombs are learnt only from the end flag (their outcome is reward 0 either way): without end flags the imagined
+  game goes on after a hit, as after a dodge, and bombs are harmless.
+- Dodging and catching both need the world model to respond to actions.
+- A dropped ball pays 0, not -1: with -1 a weak policy learns to end the game on the first bomb (0 beats -1).
+- After the reset the dynamics are deterministic (the next object's place follows from the frames; the bombs'
+  colours tell which object comes next), and an object is resolved one step after it is drawn on the bottom row: the
+  denoiser never trains on an episode's final frame (as in the reference), so the reward/end model must read the
+  outcome from a frame the denoiser does generate.
 """
 
 from __future__ import annotations
@@ -22,9 +31,8 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-GRID = 8
-CELL = 2
-BOMB_RGB = (255, 40, 40)
+GRID, CELL = 4, 4
+BOMB_RGB = ((255, 40, 40), (190, 0, 255))  # first and second bomb: different colours, so a frame tells which comes next
 BALL_RGB = (255, 220, 0)
 PADDLE_RGB = (0, 140, 255)
 
@@ -39,31 +47,30 @@ class BombCatch(gym.Env):
 
     def _obs(self) -> np.ndarray:
         grid = np.zeros((GRID, GRID, 3), np.uint8)
-        grid[GRID - 1, self.paddle - 1: self.paddle + 2] = PADDLE_RGB
-        grid[self.y, self.x] = BOMB_RGB if self.bomb else BALL_RGB  # drawn last: visible on the paddle
+        grid[GRID - 1, self.paddle] = PADDLE_RGB
+        grid[self.y, self.x] = BOMB_RGB[self.stage] if self.stage < 2 else BALL_RGB  # drawn last: visible on the paddle
         return np.repeat(np.repeat(grid, CELL, axis=0), CELL, axis=1)
-
-    def _drop(self, bomb: bool) -> None:
-        self.bomb, self.x, self.y = bomb, int(self.np_random.integers(GRID)), 0
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        self.paddle = int(self.np_random.integers(1, GRID - 1))  # centre cell in 1..GRID-2: the paddle stays inside
-        self._drop(bomb=True)
+        self.paddle = int(self.np_random.integers(GRID))
+        self.stage, self.x, self.y = 0, self.paddle, 0  # stage 0, 1: bombs; 2: the ball
         return self._obs(), {}
 
     def step(self, action):
-        self.paddle = int(np.clip(self.paddle + int(action) - 1, 1, GRID - 2))
-        self.y += 1
+        landed = self.y == GRID - 1  # the object reached the bottom row on the previous step: resolve it now
+        on_paddle = self.x == self.paddle
+        self.paddle = int(np.clip(self.paddle + int(action) - 1, 0, GRID - 1))
         reward, terminated = 0.0, False
-        if self.y == GRID - 1:
-            on_paddle = abs(self.x - self.paddle) <= 1
-            if not self.bomb:
-                reward, terminated = (1.0 if on_paddle else -1.0), True
-            elif on_paddle:
-                terminated = True  # the bomb hit the paddle: game over, no reward
-            else:
-                self._drop(bomb=False)  # dodged: the ball appears at once
+        if not landed:
+            self.y += 1
+        elif self.stage == 2:
+            reward, terminated = float(on_paddle), True  # the ball: +1 if caught, 0 if dropped
+        elif on_paddle:
+            terminated = True  # a bomb hit the paddle: game over, no reward
+        else:  # dodged: the next object appears at the top, over the paddle (a bomb) or in the bomb's column (the ball)
+            self.stage += 1
+            self.x, self.y = (self.paddle if self.stage < 2 else self.x), 0
         return self._obs(), reward, terminated, False, {}
 
     def render(self) -> np.ndarray:
