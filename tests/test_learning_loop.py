@@ -2,7 +2,7 @@
 (random collection -> denoiser -> reward/end -> actor-critic in imagination -> collection with the policy -> final
 evaluation), must end with a return far above a random policy's.
 
-STATUS: the test takes about 20 CPU-minutes, over the 5 minutes CI allows, and is not yet shown to pass on every seed
+STATUS: the test takes about 24 CPU-minutes, over the 5 minutes CI allows, and is not yet shown to pass on every seed
 (docs/learning.md, "Results"), so it is marked slow and `learning` (deselected by default: `python -m pytest -m
 learning` runs it).
 
