@@ -220,6 +220,8 @@ class DiamondAgent(L.LightningModule):
             self._real_envs = None
 
     def on_train_epoch_end(self) -> None:
+        if self.model_free:  # no reward/end model training, so no metrics (torchmetrics warns on an empty compute)
+            return
         metrics = self.rew_end_model.classification_metrics("train")
         self.log_dict({f"rew_end_model/train/{k}": v for k, v in metrics.items()}, batch_size=1)
 

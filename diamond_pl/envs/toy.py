@@ -3,27 +3,31 @@
 (gymnasium imports this module, whose `register` call runs).
 
 BombCatch-v0: a 4 x 4 grid drawn at 4 pixels per cell (16 x 16 RGB), a one-cell paddle on the bottom row that moves
-left / stays / right (actions 0 / 1 / 2). Two bombs, then a ball, fall one row per step; one step after an object
+left / stays / right (actions 0 / 1 / 2). Two bombs, then a ball, fall one row per step; on the step after an object
 reaches the bottom row it is resolved:
-  1. a red bomb appears over the paddle; if it lands on the paddle the episode ends (reward 0), else
+  1. a red bomb appears over the paddle; if it lands on the paddle the game is lost, else
   2. a purple bomb appears over the paddle and does the same, then
-  3. a yellow ball appears in the purple bomb's column; the episode ends with reward +1 if it lands on the paddle,
-     0 if not.
-Episodes last 4, 8 or 12 steps. Every object can be handled (3 moves while it falls), so the best return is +1; a
-uniformly random policy scores 0.10 (std 0.30), and a policy that catches every ball it sees but ignores the bombs
-about 0.39 (it survives both bombs in 39 % of episodes).
+  3. a yellow ball appears in the purple bomb's column; the game is won if it lands on the paddle, lost if not.
+The step that ends the game shows a resolution frame: the paddle alone, red (hit by a bomb), yellow (caught the ball)
+or blue (dropped it). The next step ends the episode, with reward +1 after a catch, 0 otherwise. Episodes last 5, 9
+or 13 steps. Every object can be handled (3 moves while it falls), so the best return is +1; a uniformly random
+policy scores 0.10 (std 0.30), and a policy that catches every ball it sees but ignores the bombs about 0.39 (it
+survives both bombs in 39 % of episodes).
 
 Why it looks like this: each part of DIAMOND's loop is needed, so a broken loop shows in the return.
 - The ball is learnt only from the reward on an episode's last step: a reward stored one step late falls outside the
   episode, and nothing else pays.
 - The bombs are learnt only from the end flag (their outcome is reward 0 either way): without end flags the imagined
-  game goes on after a hit, as after a dodge, and bombs are harmless.
+  game goes on after a hit, and bombs are harmless.
 - Dodging and catching both need the world model to respond to actions.
 - A dropped ball pays 0, not -1: with -1 a weak policy learns to end the game on the first bomb (0 beats -1).
 - After the reset the dynamics are deterministic (the next object's place follows from the frames; the bombs'
-  colours tell which object comes next), and an object is resolved one step after it is drawn on the bottom row: the
-  denoiser never trains on an episode's final frame (as in the reference), so the reward/end model must read the
-  outcome from a frame the denoiser does generate.
+  colours tell which object comes next).
+- The outcome is on a frame the denoiser trains on. Its windows end at an episode's last step (as in the reference),
+  so it never learns the final frame, the one after the last step. In imagination the reward/end model sees a
+  generated frame in that place: if it had learnt to read the outcome there (a frame the denoiser never drew), it
+  would miss imagined catches. Here the outcome is on the resolution frame (the last step's observation), which the
+  denoiser does learn, and the final frame repeats it.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ GRID, CELL = 4, 4
 BOMB_RGB = ((255, 40, 40), (190, 0, 255))  # first and second bomb: different colours, so a frame tells which comes next
 BALL_RGB = (255, 220, 0)
 PADDLE_RGB = (0, 140, 255)
+OUTCOME_RGB = {"hit": BOMB_RGB[0], "caught": BALL_RGB, "dropped": PADDLE_RGB}  # paddle colour on the resolution frame
 
 
 class BombCatch(gym.Env):
@@ -47,31 +52,36 @@ class BombCatch(gym.Env):
 
     def _obs(self) -> np.ndarray:
         grid = np.zeros((GRID, GRID, 3), np.uint8)
-        grid[GRID - 1, self.paddle] = PADDLE_RGB
-        grid[self.y, self.x] = BOMB_RGB[self.stage] if self.stage < 2 else BALL_RGB  # drawn last: visible on the paddle
+        if self.outcome is not None:  # the resolution frame: the paddle alone, coloured by the outcome
+            grid[GRID - 1, self.paddle] = OUTCOME_RGB[self.outcome]
+        else:
+            grid[GRID - 1, self.paddle] = PADDLE_RGB
+            grid[self.y, self.x] = BOMB_RGB[self.stage] if self.stage < 2 else BALL_RGB  # drawn last: over the paddle
         return np.repeat(np.repeat(grid, CELL, axis=0), CELL, axis=1)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         self.paddle = int(self.np_random.integers(GRID))
         self.stage, self.x, self.y = 0, self.paddle, 0  # stage 0, 1: bombs; 2: the ball
+        self.outcome: str | None = None  # set when an object ends the game: "hit", "caught" or "dropped"
         return self._obs(), {}
 
     def step(self, action):
+        if self.outcome is not None:  # the step after the resolution frame ends the episode; the screen stays as it is
+            return self._obs(), float(self.outcome == "caught"), True, False, {}
         landed = self.y == GRID - 1  # the object reached the bottom row on the previous step: resolve it now
         on_paddle = self.x == self.paddle
         self.paddle = int(np.clip(self.paddle + int(action) - 1, 0, GRID - 1))
-        reward, terminated = 0.0, False
         if not landed:
             self.y += 1
         elif self.stage == 2:
-            reward, terminated = float(on_paddle), True  # the ball: +1 if caught, 0 if dropped
+            self.outcome = "caught" if on_paddle else "dropped"
         elif on_paddle:
-            terminated = True  # a bomb hit the paddle: game over, no reward
+            self.outcome = "hit"
         else:  # dodged: the next object appears at the top, over the paddle (a bomb) or in the bomb's column (the ball)
             self.stage += 1
             self.x, self.y = (self.paddle if self.stage < 2 else self.x), 0
-        return self._obs(), reward, terminated, False, {}
+        return self._obs(), 0.0, False, False, {}
 
     def render(self) -> np.ndarray:
         return self._obs()
