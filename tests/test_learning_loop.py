@@ -111,6 +111,36 @@ def test_bombcatch_random_and_best_returns():
     assert (play(lambda env, rng: scripted_policy(env), 300) == 1.0).all()  # every episode can be won
 
 
+def test_bombcatch_shows_the_outcome_on_the_last_observation():
+    """The outcome is on the last step's observation (a frame the denoiser learns), not only on the final frame: after
+    the frame where the object lands, the paddle alone, in the outcome's colour; the final frame repeats it."""
+    import gymnasium as gym
+
+    from diamond_pl.envs.toy import BALL_RGB, BOMB_RGB, PADDLE_RGB
+
+    def drop(env, rng):  # dodge the bombs, then move away from the ball
+        u = env.unwrapped
+        return scripted_policy(env) if u.stage < 2 else int(np.sign(u.paddle - u.x)) + 1
+
+    env = gym.make("BombCatch-v0")
+    cases = {"catch": (lambda env, rng: scripted_policy(env), BALL_RGB, 1.0), "drop": (drop, PADDLE_RGB, 0.0),
+             "hit": (lambda env, rng: 1, BOMB_RGB[0], 0.0)}  # fmt: skip
+    for name, (policy, colour, ret) in cases.items():
+        frames, rewards, done = [env.reset(seed=3)[0]], [], False
+        while not done:
+            obs, r, term, trunc, _ = env.step(policy(env, None))
+            frames.append(obs)
+            rewards.append(r)
+            done = term or trunc
+        landing, last, final = frames[-3:]
+        assert rewards[-1] == ret and sum(rewards) == ret and term, name
+        assert (final == last).all(), name
+        lit = np.argwhere(last.any(axis=-1))  # one 4 x 4 cell: the paddle, on the bottom row, in the outcome's colour
+        assert len(lit) == 16 and lit[:, 0].min() == 12 and tuple(last[12, lit[0][1]]) == colour, name
+        objects = [tuple(c) for c in landing[12:].reshape(-1, 3)]  # the object had landed on the step before
+        assert BALL_RGB in objects or BOMB_RGB[0] in objects or BOMB_RGB[1] in objects, name
+
+
 def test_bombcatch_frames_go_through_the_pixel_env_unchanged():
     from diamond_pl.envs.spec import EnvSpec
 
