@@ -6,7 +6,7 @@ Two tests:
 - `test_whole_loop_learns_bombcatch_in_ci_minutes` (default suite, about 12 minutes on 2 cores): tiny.yaml stopped
   at 1,000 real steps (CI_BUDGET below).
 - `test_tiny_config_learns_bombcatch_far_above_random` (marker `slow`): tiny.yaml as shipped, 2,000 real steps (about
-  24 CPU-minutes; docs/learning.md gives its results over seeds).
+  20 CPU-minutes; docs/learning.md gives its results over seeds).
 
 A uniformly random policy scores 0.10 (std 0.30 per episode; the best return is +1), so over FINAL_EPISODES episodes
 its mean has a standard error of 0.30 / sqrt(32) = 0.05. The threshold, RANDOM_RETURN + MARGIN = 0.6, is ten standard
@@ -30,8 +30,8 @@ ENV_ID = "diamond_pl.envs.toy:BombCatch-v0"
 RANDOM_RETURN = 0.10  # mean return of a uniformly random policy (std 0.30 per episode; 4,000 episodes)
 MARGIN = 0.5
 FINAL_EPISODES = 32
-# The CI-sized run: tiny.yaml as shipped, stopped at 1,000 real steps (3 collection epochs after the random ones,
-# then the 2 final epochs). Cheaper budgets did not learn on every seed (docs/learning.md, "The learning test").
+# The CI-sized run: tiny.yaml as shipped, stopped at 1,000 real steps (collection epochs after the random steps, then
+# the 2 final epochs). Cheaper budgets did not learn on every seed (docs/learning.md, "The learning test").
 CI_BUDGET = ["--loop.total_env_steps=1000"]
 CI_ENV_STEPS = 1000
 
