@@ -88,21 +88,26 @@ def scripted_policy(env) -> int:
     return 1
 
 
+def play_episode(env, policy, rng, seed: int) -> tuple[list[np.ndarray], list[float], bool]:
+    """One episode of `policy(env, rng) -> action`: its frames (the reset one, then one per step, the final frame
+    last), its rewards, and whether it terminated."""
+    frames, rewards, done = [env.reset(seed=seed)[0]], [], False
+    while not done:
+        obs, r, term, trunc, _ = env.step(policy(env, rng))
+        frames.append(obs)
+        rewards.append(r)
+        done = term or trunc
+    return frames, rewards, term
+
+
 def play(policy, episodes: int, seed: int = 0) -> np.ndarray:
     """Returns of `policy(env, rng) -> action` over `episodes` BombCatch episodes."""
     import gymnasium as gym
 
     import diamond_pl.envs.toy  # noqa: F401 -- registers BombCatch-v0
 
-    env, rng, returns = gym.make("BombCatch-v0"), np.random.default_rng(seed), []
-    for ep in range(episodes):
-        env.reset(seed=seed + ep)
-        total, done = 0.0, False
-        while not done:
-            _, r, term, trunc, _ = env.step(policy(env, rng))
-            total, done = total + r, term or trunc
-        returns.append(total)
-    return np.array(returns)
+    env, rng = gym.make("BombCatch-v0"), np.random.default_rng(seed)
+    return np.array([sum(play_episode(env, policy, rng, seed + ep)[1]) for ep in range(episodes)])
 
 
 def test_bombcatch_random_and_best_returns():
@@ -126,12 +131,7 @@ def test_bombcatch_shows_the_outcome_on_the_last_observation():
     cases = {"catch": (lambda env, rng: scripted_policy(env), BALL_RGB, 1.0), "drop": (drop, PADDLE_RGB, 0.0),
              "hit": (lambda env, rng: 1, BOMB_RGB[0], 0.0)}  # fmt: skip
     for name, (policy, colour, ret) in cases.items():
-        frames, rewards, done = [env.reset(seed=3)[0]], [], False
-        while not done:
-            obs, r, term, trunc, _ = env.step(policy(env, None))
-            frames.append(obs)
-            rewards.append(r)
-            done = term or trunc
+        frames, rewards, term = play_episode(env, policy, None, seed=3)
         landing, last, final = frames[-3:]
         assert rewards[-1] == ret and sum(rewards) == ret and term, name
         assert (final == last).all(), name
