@@ -63,6 +63,18 @@ def test_samplers_and_test_traversal(tmp_path):
     assert [b.segment_ids[:, 1].tolist() for b in batches] == [[0, 6]]  # [12, 18) has 1 real step: dropped
 
 
+def test_denoiser_final_obs_reaches_the_denoiser_sampler_only(tmp_path):
+    for flag in (False, True):
+        dm = ReplayDataModule(run_dir=str(tmp_path / str(flag)), batch_size=3, seed=0, denoiser_final_obs=flag)
+        dm.train_store.add_episode(make_episode(8))
+        dm.train_dataloader()
+        assert dm._samplers["denoiser"].with_final_obs is flag
+        assert dm._samplers["rew_end_model"].with_final_obs is False  # the reward/end model has batch.final_obs
+        assert dm.hparams.denoiser_final_obs is flag
+    with pytest.raises(ValueError, match="denoiser_final_obs must be true or false, got 'yes'"):
+        ReplayDataModule(run_dir=str(tmp_path), denoiser_final_obs="yes")
+
+
 def test_state_dict_weights_only_and_resume(tmp_path):
     dm = ReplayDataModule(run_dir=str(tmp_path), batch_size=4, seed=1)
     dm.train_store.add_episode(make_episode(6, seed=0))

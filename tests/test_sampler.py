@@ -129,6 +129,35 @@ def test_last_step_over_represented_without_beyond_end(tmp_path):
     assert abs(np.mean(starts == 20) - 1 / 50) < 4 * np.sqrt(0.02 * 0.98 / n)
 
 
+def test_windows_can_end_on_the_final_obs_with_with_final_obs(tmp_path):
+    # data.denoiser_final_obs: a finished episode of L steps has L + 1 frames, the last its final_obs (all 255 here);
+    # an unfinished one keeps L. The window still never sticks out on the right.
+    store = make_store(tmp_path, [3, 20, 9, 40, 7, 15], last_unfinished=True)
+    sampler = SegmentSampler(store, batch_size=4000, seq_len=6, seed=7, with_final_obs=True)
+    batch = sampler.sample()
+    ids, starts, stops = batch.segment_ids.numpy().T
+    frames = store.lengths[ids] + store.finished[ids]
+    assert np.all(stops <= frames) and batch.mask_padding[:, -1].all()
+    on_final = stops == store.lengths[ids] + 1
+    assert on_final.any() and not on_final[ids == 5].any()  # episode 5 is unfinished
+    obs, real = batch.obs.numpy(), batch.mask_padding.numpy()
+    last = obs[on_final, -1]
+    assert (last == 255).all()  # the final observation, marked real
+    assert (obs[~on_final][:, -1, 0, 0, 0] == ids[~on_final]).all()  # other windows end on an ordinary step
+    # the final frame's action, reward and flags are padding; every other real step is the episode's own
+    assert not batch.rew.numpy()[on_final, -1].any() and not batch.end.numpy()[on_final, -1].any()
+    steps = starts[:, None] + np.arange(6)
+    assert np.array_equal(real, (steps >= 0) & (steps < frames[:, None]))
+    # One finished episode of L = 50, T = 6: t uniform over 51 frames; windows end on the final frame with
+    # P = (T + 1) / 2 / 51, as the last step did without the option.
+    store50 = make_store(tmp_path / "one", [50])
+    stops = np.concatenate([SegmentSampler(store50, 2000, 6, seed=8, with_final_obs=True).sample_windows()[2]
+                            for _ in range(5)])
+    assert abs(np.mean(stops == 51) - 3.5 / 51) < 4 * np.sqrt(0.07 * 0.93 / len(stops))
+    with pytest.raises(ValueError, match="with_final_obs"):
+        SegmentSampler(store, 4, 6, can_sample_beyond_end=True, with_final_obs=True)
+
+
 def test_rank_partition(tmp_path):
     store = make_store(tmp_path, [5] * 10)
     ids = SegmentSampler(store, 512, 4, seed=5, rank=1, world_size=3).sample_windows()[0]

@@ -61,7 +61,7 @@ class ReplayDataModule(L.LightningDataModule):
                  updates_first_epoch: UpdateCounts = UpdateCounts(10_000, 10_000, 5_000),
                  updates_per_epoch: UpdateCounts = UpdateCounts(400, 400, 400),
                  denoiser_seq_len: int | None = None, rew_end_seq_len: int | None = None,
-                 model_free: bool = False) -> None:
+                 denoiser_final_obs: bool = False, model_free: bool = False) -> None:
         """
         Args:
             run_dir: run folder; the datasets go to `<run_dir>/dataset/{train,test}`. None: lightning_logs/<env>.
@@ -85,6 +85,9 @@ class ReplayDataModule(L.LightningDataModule):
             rew_end_seq_len: frames per reward/end window = imagination horizon + n (paper: 15 + 4 = 19).
                 None: as above; `fit` derives it from `model.world_model_env.horizon` and n, and rejects a
                 value that disagrees with them.
+            denoiser_final_obs: denoiser windows may end on an episode's final observation, so the world model
+                learns to imagine what only the end of an episode shows (a goal reached). The reference never trains
+                the denoiser on final observations (false); small envs need it (configs/tiny.yaml).
             model_free: only actor-critic updates (set from `model.model_free` by the CLI).
         """
         super().__init__()
@@ -107,9 +110,13 @@ class ReplayDataModule(L.LightningDataModule):
             "sample_weights": None if sample_weights is None else list(sample_weights),
             "static_dataset": static_dataset, "ignore_sample_weights": ignore_sample_weights, "seed": seed,
             "updates_first_epoch": asdict(self.updates_first_epoch), "updates_per_epoch": asdict(self.updates_per_epoch),
-            "denoiser_seq_len": denoiser_seq_len, "rew_end_seq_len": rew_end_seq_len, "model_free": model_free,
+            "denoiser_seq_len": denoiser_seq_len, "rew_end_seq_len": rew_end_seq_len,
+            "denoiser_final_obs": denoiser_final_obs, "model_free": model_free,
         })
         self.model_free = model_free
+        if not isinstance(denoiser_final_obs, bool):
+            raise ConfigError(f"--data.denoiser_final_obs must be true or false, got {denoiser_final_obs!r}")
+        self.denoiser_final_obs = denoiser_final_obs
         check_sample_weights(sample_weights)  # fail at configuration time, not at the first batch
         self._check_sizes(batch_size, denoiser_seq_len, rew_end_seq_len)
         if static_dataset is not None:
@@ -168,7 +175,8 @@ class ReplayDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
-    def sampler(self, name: str, seq_len: int, can_sample_beyond_end: bool = False) -> SegmentSampler:
+    def sampler(self, name: str, seq_len: int, can_sample_beyond_end: bool = False,
+                with_final_obs: bool = False) -> SegmentSampler:
         """The train-set sampler called `name` (e.g. "denoiser"), created on first use and checkpointed."""
         if name not in self._samplers:
             seed = None
@@ -177,14 +185,17 @@ class ReplayDataModule(L.LightningDataModule):
                 seed = int(ss.generate_state(1, np.uint64)[0])
             rank, world_size = self._rank_and_world()
             sampler = SegmentSampler(self.train_store, self.batch_size, seq_len, self.sample_weights,
-                                     can_sample_beyond_end, seed=seed, rank=rank, world_size=world_size)
+                                     can_sample_beyond_end, seed=seed, rank=rank, world_size=world_size,
+                                     with_final_obs=with_final_obs)
             if name in self._pending_sampler_states:
                 sampler.load_state_dict(self._pending_sampler_states.pop(name))
             self._samplers[name] = sampler
         sampler = self._samplers[name]
-        if (sampler.seq_len, sampler.can_sample_beyond_end) != (seq_len, can_sample_beyond_end):
+        if (sampler.seq_len, sampler.can_sample_beyond_end, sampler.with_final_obs) != \
+                (seq_len, can_sample_beyond_end, with_final_obs):
             raise ValueError(f"sampler {name!r} exists with seq_len={sampler.seq_len}, "
-                             f"can_sample_beyond_end={sampler.can_sample_beyond_end}")
+                             f"can_sample_beyond_end={sampler.can_sample_beyond_end}, "
+                             f"with_final_obs={sampler.with_final_obs}")
         return sampler
 
     def updates(self, epoch: int) -> UpdateCounts:
@@ -198,7 +209,7 @@ class ReplayDataModule(L.LightningDataModule):
         n = self.updates(epoch)
         if self.model_free:  # no world model: the actor-critic learns from real envs (its "batches" are markers)
             return UpdateSchedule([("actor_critic", n.actor_critic, None)])
-        den = self.sampler("denoiser", self.denoiser_seq_len)
+        den = self.sampler("denoiser", self.denoiser_seq_len, with_final_obs=self.denoiser_final_obs)
         rew = self.sampler("rew_end_model", self.rew_end_seq_len, can_sample_beyond_end=True)
         return UpdateSchedule([
             ("denoiser", n.denoiser, den.sample),

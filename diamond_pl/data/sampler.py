@@ -11,6 +11,10 @@
      start = stop - T. The window ends on a real step, padding only on the left. The clamp makes windows ending on the
      last step (T + 1) / 2 times as likely as any other end (kept from the reference).
    * `can_sample_beyond_end=True` (reward/end model): start = t - U{0..T-1}, stop = start + T; padding on both sides.
+4. `with_final_obs=True` (the denoiser with `data.denoiser_final_obs`; not in the reference): a finished episode's
+   `final_obs` counts as one more frame (L + 1 frames), so windows can end on it and the denoiser learns the last
+   transition of an episode too. Without it the denoiser never sees a frame that only the end of an episode shows
+   (a goal reached, a game won), and the world model cannot imagine one.
 
 With data-parallel training, rank r only sees episodes r, r + world_size, ... (weights are computed over those).
 The random state is a numpy Generator owned by the sampler; `state_dict()` exposes it as plain Python values.
@@ -63,7 +67,7 @@ def episode_weights(lengths: np.ndarray, sample_weights: np.ndarray | None) -> n
 class SegmentSampler:
     def __init__(self, store: EpisodeStore, batch_size: int, seq_len: int,
                  sample_weights: Sequence[float] | None = DEFAULT_SAMPLE_WEIGHTS, can_sample_beyond_end: bool = False,
-                 seed: int | None = None, rank: int = 0, world_size: int = 1) -> None:
+                 seed: int | None = None, rank: int = 0, world_size: int = 1, with_final_obs: bool = False) -> None:
         if batch_size < 1 or seq_len < 1:
             raise ValueError(f"batch_size and seq_len must be >= 1, got {batch_size}, {seq_len}")
         if not 0 <= rank < world_size:
@@ -73,6 +77,9 @@ class SegmentSampler:
         self.seq_len = seq_len
         self.sample_weights = check_sample_weights(sample_weights)
         self.can_sample_beyond_end = can_sample_beyond_end
+        if with_final_obs and can_sample_beyond_end:
+            raise ValueError("with_final_obs is for windows that end on a real frame (can_sample_beyond_end=False)")
+        self.with_final_obs = with_final_obs
         self.rank, self.world_size = rank, world_size
         self.rng = np.random.default_rng(seed)
         self._cached_for: int | None = None  # store.version the cached ids/cdf belong to
@@ -97,6 +104,8 @@ class SegmentSampler:
         k = np.minimum(np.searchsorted(cdf, self.rng.random(b) * cdf[-1], side="right"), len(ids) - 1)
         episode_ids = ids[k]
         lengths = self.store.lengths[episode_ids]
+        if self.with_final_obs:
+            lengths = lengths + self.store.finished[episode_ids]
         t = self.rng.integers(0, lengths)
         offset = self.rng.integers(0, t_len, size=b)
         if self.can_sample_beyond_end:
@@ -108,7 +117,7 @@ class SegmentSampler:
         return episode_ids, starts, stops
 
     def sample(self) -> Batch:
-        return self.store.gather(*self.sample_windows())
+        return self.store.gather(*self.sample_windows(), with_final_obs=self.with_final_obs)
 
     def __iter__(self) -> Iterator[Batch]:
         while True:

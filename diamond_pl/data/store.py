@@ -77,6 +77,7 @@ class EpisodeStore:
         self._episodes: list[Episode] = []
         self._lengths: list[int] = []
         self._lengths_arr: np.ndarray | None = None
+        self._finished_arr: np.ndarray | None = None
         self._counts_rew = np.zeros(3, dtype=np.int64)
         self._counts_end = np.zeros(2, dtype=np.int64)
         self.version += 1
@@ -96,6 +97,14 @@ class EpisodeStore:
             self._lengths_arr = np.array(self._lengths, dtype=np.int64)
             self._lengths_arr.setflags(write=False)
         return self._lengths_arr
+
+    @property
+    def finished(self) -> np.ndarray:
+        """bool (num_episodes,): which episodes finished, i.e. have a `final_obs` (cached between changes)."""
+        if self._finished_arr is None:
+            self._finished_arr = np.array([ep.final_obs is not None for ep in self._episodes], dtype=bool)
+            self._finished_arr.setflags(write=False)
+        return self._finished_arr
 
     @property
     def counts_rew(self) -> list[int]:
@@ -164,7 +173,7 @@ class EpisodeStore:
             self._episodes.append(episode)
             self._lengths.append(episode.length)
         self._count(episode, +1)
-        self._lengths_arr = None
+        self._lengths_arr = self._finished_arr = None
         self.version += 1
 
     def _count(self, ep: Episode, sign: int) -> None:
@@ -224,8 +233,12 @@ class EpisodeStore:
         self.subdir, self.episodes_dir = subdir, self.directory / subdir
 
     # ---------------------------------------------------------------- segments
-    def gather(self, episode_ids, starts, stops) -> Batch:
-        """Batch of windows [start, stop) (equal lengths; may stick out of the episode on either side)."""
+    def gather(self, episode_ids, starts, stops, with_final_obs: bool = False) -> Batch:
+        """Batch of windows [start, stop) (equal lengths; may stick out of the episode on either side).
+
+        `with_final_obs`: a finished episode of L steps gets a frame L, its `final_obs`, marked real in
+        `mask_padding` (its action, reward and flags stay padding): windows for the denoiser, so that it also learns
+        the transition into the final observation (`data.denoiser_final_obs`)."""
         ids = np.asarray(episode_ids, dtype=np.int64)
         starts = np.asarray(starts, dtype=np.int64)
         stops = np.asarray(stops, dtype=np.int64)
@@ -237,6 +250,7 @@ class EpisodeStore:
         if ids.min() < 0 or ids.max() >= len(self):
             raise IndexError(f"{self.name}: episode ids must be in [0, {len(self)})")
         lengths = self.lengths[ids]
+        frames = lengths + self.finished[ids] if with_final_obs else lengths
         lo, hi = np.maximum(starts, 0), np.minimum(stops, lengths)
         if np.any(hi <= lo):
             raise ValueError("every window must contain at least one real step of its episode")
@@ -245,7 +259,8 @@ class EpisodeStore:
         obs, act, rew = batch.obs.numpy(), batch.act.numpy(), batch.rew.numpy()
         end, trunc, final_obs, has_final = batch.end.numpy(), batch.trunc.numpy(), batch.final_obs.numpy(), \
             batch.has_final_obs.numpy()
-        for i, (e, a, b, s) in enumerate(zip(ids.tolist(), lo.tolist(), hi.tolist(), starts.tolist())):
+        for i, (e, a, b, s, f) in enumerate(zip(ids.tolist(), lo.tolist(), hi.tolist(), starts.tolist(),
+                                                 frames.tolist())):
             ep, o = self._episodes[e], a - s  # o = left padding
             obs[i, o:o + b - a] = ep.obs[a:b]
             act[i, o:o + b - a] = ep.act[a:b]
@@ -255,8 +270,10 @@ class EpisodeStore:
             if ep.final_obs is not None:
                 final_obs[i] = ep.final_obs
                 has_final[i] = True
+                if f > ep.length and stops[i] > ep.length:  # with_final_obs: frame L is in the window
+                    obs[i, ep.length - s] = ep.final_obs
         steps = starts[:, None] + np.arange(seq_len)
-        batch.mask_padding.numpy()[:] = (steps >= 0) & (steps < lengths[:, None])
+        batch.mask_padding.numpy()[:] = (steps >= 0) & (steps < frames[:, None])
         batch.segment_ids.numpy()[:] = np.stack([ids, starts, stops], axis=1)
         return batch
 

@@ -216,7 +216,8 @@ def _update(module, loss_fn: Callable[[], Any]) -> Callable[[], None]:
 def phase_denoiser(ctx: Context, agent) -> Callable[[], None]:
     from diamond_pl.data.sampler import SegmentSampler
 
-    sampler = SegmentSampler(ctx.store, ctx.batch_size, int(ctx.data.get("denoiser_seq_len", 6)), seed=ctx.seed)
+    sampler = SegmentSampler(ctx.store, ctx.batch_size, int(ctx.data.get("denoiser_seq_len", 6)), seed=ctx.seed,
+                             with_final_obs=bool(ctx.data.get("denoiser_final_obs", False)))
     return _update(agent.denoiser, lambda: agent.denoiser.loss(sampler.sample().to(ctx.device)))
 
 
