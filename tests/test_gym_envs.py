@@ -188,6 +188,11 @@ def test_tools_accept_a_gym_env_checkpoint(catch_run, tmp_path, monkeypatch):
     summary = dream.dream(dream.parser().parse_args(
         ["--ckpt_path", ckpt, "--horizon", "3", "--out", str(out), "--seed", "0", "--start-step", "4", "--device", "cpu"]))
     assert out.is_file() and len(summary["actions"]) == 3
+    from PIL import Image
+
+    from diamond_pl.video import SEPARATOR
+    with Image.open(out) as gif:  # default scale: 32 px frames drawn 256 px wide, so their captions fit
+        assert gif.width == 2 * 256 + SEPARATOR
     monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
     pytest.importorskip("pygame")
     from diamond_pl.tools.play_session import PlaySession

@@ -182,8 +182,9 @@ def test_plot_draws_learning_curves_from_tensorboard_scalars(tmp_path):
                             "denoiser/test/world_model/model_psnr_1step": 20 + step,
                             "denoiser/test/world_model/copy_psnr_1step": 18.0}, step=10 * step)  # fmt: skip
     logger.finalize("success")
-    plot.main([str(tmp_path / "run"), "--out", str(tmp_path / "png"), "--json", str(tmp_path / "last.json")])
-    assert {p.name for p in (tmp_path / "png").iterdir()} == {"returns.png", "world_model.png"}
-    assert json.loads((tmp_path / "last.json").read_text())["run"]["test/return_mean"] == pytest.approx(0.5)
+    last = tmp_path / "png" / "last.json"  # in a folder that does not exist yet
+    plot.main([str(tmp_path / "run"), "--out", str(tmp_path / "png"), "--json", str(last)])
+    assert {p.name for p in (tmp_path / "png").iterdir()} == {"returns.png", "world_model.png", "last.json"}
+    assert json.loads(last.read_text())["run"]["test/return_mean"] == pytest.approx(0.5)
     steps, values = plot.read_scalars(tmp_path / "run")["test/return_mean"]
     assert list(steps) == [0, 10, 20] and values[0] == pytest.approx(-0.2)

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 COMMAND = "dream"
 DEFAULT_LIVE_START = 20
+DEFAULT_PANEL_PX = 256  # default width of a frame in the animation
 
 
 def parser() -> argparse.ArgumentParser:
@@ -66,7 +67,8 @@ def parser() -> argparse.ArgumentParser:
                    help="also save the denoising trajectory of one imagined step as a PNG strip")
     p.add_argument("--trajectory-step", type=int, default=0,
                    help="which imagined step (0-based) --denoising-trajectory shows")
-    p.add_argument("--scale", type=int, default=4, help="pixel upscaling of the 64x64 frames")
+    p.add_argument("--scale", type=int, default=None,
+                   help="pixel upscaling of the frames (default: 256 px wide, 4x for 64 px frames)")
     p.add_argument("--fps", type=float, default=10.0, help="frames per second of the animation")
     return p
 
@@ -170,7 +172,7 @@ def dream(args: argparse.Namespace) -> dict:
 
     if args.horizon < 1:
         raise ToolError(f"--horizon must be >= 1, got {args.horizon}")
-    if args.scale < 1 or args.fps <= 0:
+    if (args.scale is not None and args.scale < 1) or args.fps <= 0:
         raise ToolError("--scale must be >= 1 and --fps > 0")
     recorded = args.data_dir is not None
     if recorded and (args.policy or args.actions is not None):
@@ -227,6 +229,8 @@ def dream(args: argparse.Namespace) -> dict:
         if env is not None:
             env.close()
 
+    if args.scale is None:  # captions need ~250 px per panel
+        args.scale = max(1, -(-DEFAULT_PANEL_PX // start.obs.shape[-1]))
     images = [compose([start.obs[-1], start.obs[-1]],
                       [["imagined (world model)", "t+0  real start frame"], [_real_title(recorded), "t+0"]],
                       args.scale)]  # fmt: skip

@@ -148,7 +148,11 @@ def main(argv: list[str]) -> None:
         return
     if args.json is not None:
         last = {name: {t: float(v[-1]) for t, (_, v) in sorted(s.items())} for name, s in runs.items()}
-        args.json.write_text(json.dumps(last, indent=1))
+        try:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(last, indent=1))
+        except OSError as e:
+            raise SystemExit(f"{COMMAND}: error: cannot write --json {args.json}: {e.strerror or e}") from None
         print(f"wrote {args.json}")
     panels = PANELS if args.scalars is None else {
         re.sub(r"[^A-Za-z0-9_.-]+", "_", t): (t, [f"^{re.escape(t)}$"], False) for t in args.scalars}
