@@ -3,7 +3,7 @@
 above a random policy's.
 
 Two tests:
-- `test_whole_loop_learns_bombcatch_in_ci_minutes` (default suite, about 10 minutes on 2 cores): tiny.yaml stopped
+- `test_whole_loop_learns_bombcatch_in_ci_minutes` (default suite, 10-13 minutes on 2 cores): tiny.yaml stopped
   at 1,000 real steps (CI_BUDGET below).
 - `test_tiny_config_learns_far_above_random` (marker `slow`): tiny.yaml as shipped, 2,000 real steps (about 20
   CPU-minutes each), on BombCatch-v0 and on MiniGrid-Empty-5x5 (docs/learning.md gives their results over seeds).
