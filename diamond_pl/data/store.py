@@ -259,8 +259,7 @@ class EpisodeStore:
         obs, act, rew = batch.obs.numpy(), batch.act.numpy(), batch.rew.numpy()
         end, trunc, final_obs, has_final = batch.end.numpy(), batch.trunc.numpy(), batch.final_obs.numpy(), \
             batch.has_final_obs.numpy()
-        for i, (e, a, b, s, f) in enumerate(zip(ids.tolist(), lo.tolist(), hi.tolist(), starts.tolist(),
-                                                 frames.tolist())):
+        for i, (e, a, b, s) in enumerate(zip(ids.tolist(), lo.tolist(), hi.tolist(), starts.tolist())):
             ep, o = self._episodes[e], a - s  # o = left padding
             obs[i, o:o + b - a] = ep.obs[a:b]
             act[i, o:o + b - a] = ep.act[a:b]
@@ -270,7 +269,7 @@ class EpisodeStore:
             if ep.final_obs is not None:
                 final_obs[i] = ep.final_obs
                 has_final[i] = True
-                if f > ep.length and stops[i] > ep.length:  # with_final_obs: frame L is in the window
+                if with_final_obs and stops[i] > ep.length:  # frame L is in the window
                     obs[i, ep.length - s] = ep.final_obs
         steps = starts[:, None] + np.arange(seq_len)
         batch.mask_padding.numpy()[:] = (steps >= 0) & (steps < frames[:, None])

@@ -229,18 +229,17 @@ def dream(args: argparse.Namespace) -> dict:
         if env is not None:
             env.close()
 
-    if args.scale is None:  # captions need ~250 px per panel
-        args.scale = max(1, -(-DEFAULT_PANEL_PX // start.obs.shape[-1]))
+    scale = args.scale or -(-DEFAULT_PANEL_PX // start.obs.shape[-1])  # default: room for the captions
     images = [compose([start.obs[-1], start.obs[-1]],
                       [["imagined (world model)", "t+0  real start frame"], [_real_title(recorded), "t+0"]],
-                      args.scale)]  # fmt: skip
+                      scale)]  # fmt: skip
     for k, (s, (real_frame, real_rew, over)) in enumerate(zip(imagined, real), start=1):
         name = meanings[actions[k - 1]]
         left = ["imagined (world model)", f"t+{k}  {name}  r={s.rew:+.0f}" + ("  END" if s.end else "")]
         right = [_real_title(recorded), f"t+{k}  {name}  r={real_rew:+g}" + ("  GAME OVER" if over == 1 else "")]
         if over == 2:
             right[1] = "game over (last frame held)"
-        images.append(compose([s.obs, real_frame], [left, right], args.scale))
+        images.append(compose([s.obs, real_frame], [left, right], scale))
     save_animation(images, args.out, args.fps)
 
     psnr = [psnr_uint8(to_uint8(s.obs), f) for s, (f, _, over) in zip(imagined, real) if over < 2]
@@ -263,7 +262,7 @@ def dream(args: argparse.Namespace) -> dict:
         sigmas = agent.denoiser.sampler.sigmas
         k = args.trajectory_step
         labels = ["initial noise"] + [f"step {i} (sigma {s:.3g})" for i, s in enumerate(sigmas[1:], start=1)]
-        save_strip([*trajectory, real[k][0]], args.denoising_trajectory, [*labels, "real"], args.scale)
+        save_strip([*trajectory, real[k][0]], args.denoising_trajectory, [*labels, "real"], scale)
         summary["denoising_trajectory"] = str(args.denoising_trajectory)
     _print_summary(summary)
     return summary
