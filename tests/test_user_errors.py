@@ -74,6 +74,13 @@ CASES = [
     ("networks_vs_checkpoint", lambda r, f: fit_args(f["held_net"], "--ckpt_path=last",
                                                      "--model.denoiser.channels=[16,16,16,16]"), 2,
      "--model.denoiser.channels [16, 16, 16, 16] does not match"),
+    ("level_lists_disagree", lambda r, f: fit_args(r, "--model.rew_end_model.channels=[8,8,8]"), 2,
+     "model.rew_end_model: channels has 3, depths has 4"),
+    ("levels_vs_frame_size", lambda r, f: fit_args(r, *(f"--model.denoiser.{k}=[{','.join([v] * 8)}]" for k, v in
+                                                        (("channels", "8"), ("depths", "1"), ("attn_depths", "0")))),
+     2, "data.img_size 64 is not a multiple of 128"),
+    ("cond_channels_vs_actions", lambda r, f: fit_args(r, "--model.denoiser.cond_channels=18"), 2,
+     "cond_channels = 18"),
     ("static_dataset_missing", lambda r, f: fit_args(r, f"--data.static_dataset={f['dir']}/nodata"), 2, "nodata"),
     ("static_dataset_no_test", lambda r, f: fit_args(r, f"--data.static_dataset={f['no_test']}"), 2, "test/"),
     ("epsilon_2", lambda r, f: fit_args(r, "--loop.epsilon", "2"), 2, "--loop.epsilon"),
