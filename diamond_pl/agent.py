@@ -239,6 +239,14 @@ class DiamondAgent(L.LightningModule):
             self._real_envs.close()
             self._real_envs = None
 
+    def real_env_steps(self, collected: int) -> int:
+        """Real train-env steps of the run: the `collected` ones, plus in model-free mode those the actor-critic took
+        to train (each update rolls its num_envs real envs backup_every steps; the lr schedule counts the updates)."""
+        if not self.model_free:
+            return collected
+        updates = self.lr_schedulers()[COMPONENTS.index("actor_critic")].last_epoch
+        return collected + updates * self.world_model_env_cfg.num_envs * self.actor_critic.loss_cfg.backup_every
+
     def on_train_epoch_end(self) -> None:
         if self.model_free:  # no reward/end model training, so no metrics (torchmetrics warns on an empty compute)
             return

@@ -1,5 +1,7 @@
 """End-to-end modes of `fit` besides the default: model-free, static dataset, mixed precision, config validation."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -22,6 +24,11 @@ def test_model_free_trains_the_actor_critic_on_real_envs_only(tmp_path):
     # only the actor-critic's optimiser stepped
     steps = [len(o["state"]) for o in ckpt["optimizer_states"]]
     assert steps[0] == 0 and steps[1] == 0 and steps[2] > 0
+    # results.json counts the real steps the actor-critic took (updates x envs x steps per update)
+    updates = ckpt["lr_schedulers"][2]["last_epoch"]
+    hp = ckpt["hyper_parameters"]
+    expected = updates * hp["world_model_env"]["num_envs"] * hp["actor_critic_loss"]["backup_every"]
+    assert updates > 0 and json.loads((tmp_path / "results.json").read_text())["env_steps"] == expected
 
 
 def synthetic_dataset(root, num_episodes=3, length=40):

@@ -113,7 +113,7 @@ def write_final_results(trainer, pl_module, seed: int | None, epochs: int | None
         "num_episodes": len(returns),
         "mean": mean,
         "human_normalised_score": None if mean is None else _normalised(pl_module, game, mean),
-        "env_steps": int(dm.train_store.num_steps),
+        "env_steps": pl_module.real_env_steps(int(dm.train_store.num_steps)),
         "epochs": int(trainer.current_epoch if epochs is None else epochs),  # a resume before the loops are restored
         "wall_time_s": round(time.time() - _PROCESS_START, 1),
         "resumed": trainer.ckpt_path is not None,
