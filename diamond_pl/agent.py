@@ -55,15 +55,15 @@ def _with_env(cfg, env: EnvSpec, what: str):
     return replace(cfg, **values)
 
 
-def _check_levels(what: str, cfg, keys: tuple[str, ...], img_size: int) -> None:
-    """Per-level lists must agree in length, and a U-Net-like encoder halves the frame once per level after the
-    first, so the frame side must divide by 2 ** (levels - 1). (The actor-critic checks its own pooling.)"""
+def _check_levels(what: str, cfg, keys: tuple[str, ...], img_size: int | None) -> None:
+    """Per-level lists must agree in length; given `img_size`, the net halves the frame once per level after the
+    first (U-Net, reward/end encoder), so the frame side must divide by 2 ** (levels - 1)."""
     lengths = {key: len(getattr(cfg, key)) for key in keys}
     if len(set(lengths.values())) > 1:
         listed = ", ".join(f"{key} has {n}" for key, n in lengths.items())
         raise ValueError(f"model.{what}: {listed} entries; give every per-level list one entry per level")
     halvings = lengths[keys[0]] - 1
-    if what != "actor_critic" and img_size % 2**halvings:
+    if img_size is not None and img_size % 2**halvings:
         raise ValueError(f"model.{what}: {halvings + 1} levels halve the frame {halvings} times, but data.img_size "
                          f"{img_size} is not a multiple of {2**halvings}; use such a frame size, or fewer levels")
 
@@ -121,7 +121,7 @@ class DiamondAgent(L.LightningModule):
         optims = {c: from_dict(OptimConfig, o) for c, o in zip(COMPONENTS, given_optims)}
         _check_levels("denoiser", denoiser, ("channels", "depths", "attn_depths"), self.env_spec.img_size)
         _check_levels("rew_end_model", rew_end_model, ("channels", "depths", "attn_depths"), self.env_spec.img_size)
-        _check_levels("actor_critic", actor_critic, ("channels", "down"), self.env_spec.img_size)
+        _check_levels("actor_critic", actor_critic, ("channels", "down"), None)  # it checks its own pooling
         n, cond = denoiser.num_steps_conditioning, denoiser.cond_channels
         if cond % 2 or cond % n:  # half the noise embedding is cos, half sin; each past action gets cond / n dims
             raise ValueError(f"model.denoiser.cond_channels = {cond} must be even and a multiple of "
@@ -244,7 +244,10 @@ class DiamondAgent(L.LightningModule):
         to train (each update rolls its num_envs real envs backup_every steps; the lr schedule counts the updates)."""
         if not self.model_free:
             return collected
-        updates = self.lr_schedulers()[COMPONENTS.index("actor_critic")].last_epoch
+        i = COMPONENTS.index("actor_critic")
+        # resuming a finished run writes results at on_fit_start, before Lightning restores the schedulers
+        loaded = self.trainer._checkpoint_connector._loaded_checkpoint
+        updates = loaded["lr_schedulers"][i]["last_epoch"] if loaded else self.lr_schedulers()[i].last_epoch
         return collected + updates * self.world_model_env_cfg.num_envs * self.actor_critic.loss_cfg.backup_every
 
     def on_train_epoch_end(self) -> None:
