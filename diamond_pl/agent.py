@@ -56,12 +56,15 @@ def _with_env(cfg, env: EnvSpec, what: str):
 
 
 def _check_levels(what: str, cfg, keys: tuple[str, ...], img_size: int | None) -> None:
-    """Per-level lists must agree in length; given `img_size`, the net halves the frame once per level after the
-    first (U-Net, reward/end encoder), so the frame side must divide by 2 ** (levels - 1)."""
+    """Per-level lists must agree in length, with at least one block per level; given `img_size`, the net halves the
+    frame once per level after the first (the reward/end encoder; the U-Net pads instead), so the frame side must
+    divide by 2 ** (levels - 1)."""
     lengths = {key: len(getattr(cfg, key)) for key in keys}
     if len(set(lengths.values())) > 1:
         listed = ", ".join(f"{key} has {n}" for key, n in lengths.items())
         raise ValueError(f"model.{what}: {listed} entries; give every per-level list one entry per level")
+    if "depths" in keys and min(cfg.depths, default=0) < 1:
+        raise ValueError(f"model.{what}.depths = {list(cfg.depths)}: every level needs at least one block")
     halvings = lengths[keys[0]] - 1
     if img_size is not None and img_size % 2**halvings:
         raise ValueError(f"model.{what}: {halvings + 1} levels halve the frame {halvings} times, but data.img_size "
@@ -119,10 +122,12 @@ class DiamondAgent(L.LightningModule):
         actor_critic_loss = from_dict(ActorCriticLossConfig, actor_critic_loss)
         given_optims = (denoiser_optim, rew_end_model_optim, actor_critic_optim)
         optims = {c: from_dict(OptimConfig, o) for c, o in zip(COMPONENTS, given_optims)}
-        _check_levels("denoiser", denoiser, ("channels", "depths", "attn_depths"), self.env_spec.img_size)
+        _check_levels("denoiser", denoiser, ("channels", "depths", "attn_depths"), None)  # its U-Net pads
         _check_levels("rew_end_model", rew_end_model, ("channels", "depths", "attn_depths"), self.env_spec.img_size)
         _check_levels("actor_critic", actor_critic, ("channels", "down"), None)  # it checks its own pooling
         n, cond = denoiser.num_steps_conditioning, denoiser.cond_channels
+        if n < 1:
+            raise ValueError(f"model.denoiser.num_steps_conditioning = {n}: the denoiser needs at least 1 past frame")
         if cond % 2 or cond % n:  # half the noise embedding is cos, half sin; each past action gets cond / n dims
             raise ValueError(f"model.denoiser.cond_channels = {cond} must be even and a multiple of "
                              f"num_steps_conditioning ({n})")
@@ -241,14 +246,16 @@ class DiamondAgent(L.LightningModule):
 
     def real_env_steps(self, collected: int) -> int:
         """Real train-env steps of the run: the `collected` ones, plus in model-free mode those the actor-critic took
-        to train (each update rolls its num_envs real envs backup_every steps; the lr schedule counts the updates)."""
+        to train (each update rolls num_envs real envs backup_every steps on every device; the lr schedule counts
+        the updates)."""
         if not self.model_free:
             return collected
         i = COMPONENTS.index("actor_critic")
         # resuming a finished run writes results at on_fit_start, before Lightning restores the schedulers
         loaded = self.trainer._checkpoint_connector._loaded_checkpoint
         updates = loaded["lr_schedulers"][i]["last_epoch"] if loaded else self.lr_schedulers()[i].last_epoch
-        return collected + updates * self.world_model_env_cfg.num_envs * self.actor_critic.loss_cfg.backup_every
+        steps_per_update = self.world_model_env_cfg.num_envs * self.actor_critic.loss_cfg.backup_every
+        return collected + updates * steps_per_update * self.trainer.world_size
 
     def on_train_epoch_end(self) -> None:
         if self.model_free:  # no reward/end model training, so no metrics (torchmetrics warns on an empty compute)

@@ -76,9 +76,12 @@ CASES = [
      "--model.denoiser.channels [16, 16, 16, 16] does not match"),
     ("level_lists_disagree", lambda r, f: fit_args(r, "--model.rew_end_model.channels=[8,8,8]"), 2,
      "model.rew_end_model: channels has 3, depths has 4"),
-    ("levels_vs_frame_size", lambda r, f: fit_args(r, *(f"--model.denoiser.{k}=[{','.join([v] * 8)}]" for k, v in
+    ("levels_vs_frame_size", lambda r, f: fit_args(r, *(f"--model.rew_end_model.{k}=[{','.join([v] * 8)}]" for k, v in
                                                         (("channels", "8"), ("depths", "1"), ("attn_depths", "0")))),
      2, "data.img_size 64 is not a multiple of 128"),
+    ("depth_0", lambda r, f: fit_args(r, "--model.denoiser.depths=[1,0,1,1]"), 2, "model.denoiser.depths = [1, 0, 1, 1]"),
+    ("no_conditioning_frames", lambda r, f: fit_args(r, "--model.denoiser.num_steps_conditioning=0"), 2,
+     "num_steps_conditioning = 0"),
     ("cond_channels_vs_actions", lambda r, f: fit_args(r, "--model.denoiser.cond_channels=18"), 2,
      "cond_channels = 18"),
     ("static_dataset_missing", lambda r, f: fit_args(r, f"--data.static_dataset={f['dir']}/nodata"), 2, "nodata"),
