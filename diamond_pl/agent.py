@@ -55,22 +55,6 @@ def _with_env(cfg, env: EnvSpec, what: str):
     return replace(cfg, **values)
 
 
-def _check_levels(what: str, cfg, keys: tuple[str, ...], img_size: int | None) -> None:
-    """Per-level lists must agree in length, with at least one block per level; given `img_size`, the net halves the
-    frame once per level after the first (the reward/end encoder; the U-Net pads instead), so the frame side must
-    divide by 2 ** (levels - 1)."""
-    lengths = {key: len(getattr(cfg, key)) for key in keys}
-    if len(set(lengths.values())) > 1:
-        listed = ", ".join(f"{key} has {n}" for key, n in lengths.items())
-        raise ValueError(f"model.{what}: {listed} entries; give every per-level list one entry per level")
-    if "depths" in keys and min(cfg.depths, default=0) < 1:
-        raise ValueError(f"model.{what}.depths = {list(cfg.depths)}: every level needs at least one block")
-    halvings = lengths[keys[0]] - 1
-    if img_size is not None and img_size % 2**halvings:
-        raise ValueError(f"model.{what}: {halvings + 1} levels halve the frame {halvings} times, but data.img_size "
-                         f"{img_size} is not a multiple of {2**halvings}; use such a frame size, or fewer levels")
-
-
 class DiamondAgent(L.LightningModule):
     def __init__(
         self,
@@ -122,15 +106,6 @@ class DiamondAgent(L.LightningModule):
         actor_critic_loss = from_dict(ActorCriticLossConfig, actor_critic_loss)
         given_optims = (denoiser_optim, rew_end_model_optim, actor_critic_optim)
         optims = {c: from_dict(OptimConfig, o) for c, o in zip(COMPONENTS, given_optims)}
-        _check_levels("denoiser", denoiser, ("channels", "depths", "attn_depths"), None)  # its U-Net pads
-        _check_levels("rew_end_model", rew_end_model, ("channels", "depths", "attn_depths"), self.env_spec.img_size)
-        _check_levels("actor_critic", actor_critic, ("channels", "down"), None)  # it checks its own pooling
-        n, cond = denoiser.num_steps_conditioning, denoiser.cond_channels
-        if n < 1:
-            raise ValueError(f"model.denoiser.num_steps_conditioning = {n}: the denoiser needs at least 1 past frame")
-        if cond % 2 or cond % n:  # half the noise embedding is cos, half sin; each past action gets cond / n dims
-            raise ValueError(f"model.denoiser.cond_channels = {cond} must be even and a multiple of "
-                             f"num_steps_conditioning ({n})")
         if actor_critic_loss.backup_every < 1 or world_model_env.horizon < 1:
             raise ValueError("actor_critic_loss.backup_every and world_model_env.horizon must be >= 1")
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from diamond_pl.nets.blocks import SmallResBlock, init_lstm
+from diamond_pl.nets.blocks import SmallResBlock, check_levels, init_lstm
 
 
 @dataclass
@@ -49,6 +49,7 @@ class ActorCriticNet(nn.Module):
     def __init__(self, cfg: ActorCriticNetConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        check_levels("actor_critic", cfg, ("channels", "down"))  # the pooling is checked below
         pools = 2 ** sum(1 for d in cfg.down if d)
         if cfg.img_size % pools:  # a 2x2 max-pool floors odd sides: 24 -> 12 -> 6 -> 3 -> 1 drops rows and columns
             raise ValueError(

@@ -15,6 +15,22 @@ GN_EPS = 1e-5
 ATTN_HEAD_DIM = 8
 
 
+def check_levels(what: str, cfg, keys: tuple[str, ...], img_size: int | None = None) -> None:
+    """A network config's per-level lists must agree in length, with at least one block per level; given `img_size`,
+    the net halves the frame once per level after the first (the reward/end encoder; the U-Net pads instead), so the
+    frame side must divide by 2 ** (levels - 1). ValueError naming `model.<what>` otherwise."""
+    lengths = {key: len(getattr(cfg, key)) for key in keys}
+    if len(set(lengths.values())) > 1:
+        listed = ", ".join(f"{key} has {n}" for key, n in lengths.items())
+        raise ValueError(f"model.{what}: {listed} entries; give every per-level list one entry per level")
+    if "depths" in keys and min(cfg.depths, default=0) < 1:
+        raise ValueError(f"model.{what}.depths = {list(cfg.depths)}: every level needs at least one block")
+    halvings = lengths[keys[0]] - 1
+    if img_size is not None and img_size % 2**halvings:
+        raise ValueError(f"model.{what}: {halvings + 1} levels halve the frame {halvings} times, but data.img_size "
+                         f"{img_size} is not a multiple of {2**halvings}; use such a frame size, or fewer levels")
+
+
 def num_groups(channels: int) -> int:
     return max(1, channels // GROUP_SIZE)
 

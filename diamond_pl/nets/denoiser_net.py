@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from diamond_pl.nets.blocks import GroupNorm
+from diamond_pl.nets.blocks import GroupNorm, check_levels
 from diamond_pl.nets.unet import UNet
 
 
@@ -58,7 +58,12 @@ class DenoiserNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         n, cond = cfg.num_steps_conditioning, cfg.cond_channels
-        assert cond % n == 0, "each conditioning action gets cond_channels / n embedding dims"
+        check_levels("denoiser", cfg, ("channels", "depths", "attn_depths"))  # no frame size: the U-Net pads
+        if n < 1:
+            raise ValueError(f"model.denoiser.num_steps_conditioning = {n}: the denoiser needs at least 1 past frame")
+        if cond % 2 or cond % n:  # half the noise embedding is cos, half sin; each past action gets cond / n dims
+            raise ValueError(f"model.denoiser.cond_channels = {cond} must be even and a multiple of "
+                             f"num_steps_conditioning ({n})")
 
         self.noise_emb = FourierFeatures(cond)
         # the n action embeddings, concatenated in time order, have the size of the noise embedding

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from diamond_pl.nets.blocks import Downsample, ResBlocks, init_lstm
+from diamond_pl.nets.blocks import Downsample, ResBlocks, check_levels, init_lstm
 
 NUM_REW_CLASSES = 3  # sign(r) + 1
 NUM_END_CLASSES = 2  # continue / end
@@ -66,6 +66,7 @@ class RewEndNet(nn.Module):
     def __init__(self, cfg: RewEndNetConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        check_levels("rew_end_model", cfg, ("channels", "depths", "attn_depths"), cfg.img_size)
         self.encoder = RewEndEncoder(
             2 * cfg.img_channels, cfg.cond_channels, cfg.depths, cfg.channels, cfg.attn_depths
         )
