@@ -1,19 +1,19 @@
-"""The whole agent learns: `configs/tiny.yaml` on the shipped toy env `BombCatch-v0`, the unchanged DIAMOND loop
-(random collection -> denoiser -> reward/end -> actor-critic in imagination -> evaluation) must end with a return far
-above a random policy's.
+"""The whole agent learns: `configs/tiny.yaml` on the shipped toy envs (`diamond_pl/envs/toy.py`), the unchanged
+DIAMOND loop (random collection -> denoiser -> reward/end -> actor-critic in imagination -> evaluation) must end with a
+return far above a random policy's.
 
 Two tests:
-- `test_whole_loop_learns_bombcatch_in_ci_minutes` (default suite, 10-13 minutes on 2 cores): tiny.yaml stopped
-  at 1,000 real steps (CI_BUDGET below).
+- `test_whole_loop_learns_in_ci_minutes` (default suite, about 4 minutes on 2 cores): tiny.yaml with
+  `tests/tiny_ci.yaml` on BombCatchMini-v0, 1,000 real steps.
 - `test_tiny_config_learns_far_above_random` (marker `slow`): tiny.yaml as shipped, 2,000 real steps (about 20
   CPU-minutes each), on BombCatch-v0 and on MiniGrid-Empty-5x5 (docs/learning.md gives their results over seeds).
 
-A uniformly random policy scores 0.10 (std 0.30 per episode; the best return is +1), so over FINAL_EPISODES episodes
-its mean has a standard error of 0.30 / sqrt(32) = 0.05. The threshold, RANDOM_RETURN + MARGIN = 0.6, is ten standard
-errors above it, and above what each kind of broken loop can reach (docs/learning.md gives the runs): with the world
-model's action input scrambled the agent controls nothing in imagination (random level); with rewards stored one step
-late the ball's reward, the only one, is lost (random level); with end flags dropped before imagination the bombs are
-harmless, and a policy that catches every ball but ignores bombs scores 0.39.
+The best return is +1 on both toys. Over FINAL_EPISODES episodes a random policy's mean has a standard error of
+0.30 / sqrt(32) = 0.05 (BombCatch-v0: 0.10, std 0.30) or 0.36 / sqrt(32) = 0.06 (BombCatchMini-v0: 4 / 27, std 0.36).
+The threshold, random + MARGIN, is eight to ten standard errors above it, and above what each kind of broken loop
+reaches (docs/learning.md gives the runs): with the world model's action input scrambled the agent controls nothing
+in imagination; with rewards stored one step late the ball's reward, the only one, falls outside the episode; with
+end flags dropped before imagination, imagined episodes run on past their outcome.
 """
 
 import os
@@ -27,13 +27,12 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV_ID = "diamond_pl.envs.toy:BombCatch-v0"
-RANDOM_RETURN = 0.10  # mean return of a uniformly random policy (std 0.30 per episode; 4,000 episodes)
+MINI_ID = "diamond_pl.envs.toy:BombCatchMini-v0"
+# mean return of a uniformly random policy: 0.10 (std 0.30 per episode; 4,000 episodes); BombCatchMini-v0 4 / 27
+RANDOM_RETURN = {ENV_ID: 0.10, MINI_ID: 0.148}
 MARGIN = 0.5
 FINAL_EPISODES = 32
-# The CI-sized run: tiny.yaml as shipped, stopped at 1,000 real steps (collection epochs after the random steps, then
-# the 2 final epochs). Cheaper budgets did not learn on every seed (docs/learning.md, "The learning test").
-CI_BUDGET = ["--loop.total_env_steps=1000"]
-CI_ENV_STEPS = 1000
+CI_CONFIG = ROOT / "tests" / "tiny_ci.yaml"  # the CI-sized run: tiny.yaml on BombCatchMini-v0 with less compute
 
 
 def fit_tiny(run_dir: Path, *extra: str, threads: int = 1, env_id: str = ENV_ID) -> subprocess.CompletedProcess:
@@ -55,7 +54,7 @@ def final_return(run_dir: Path, proc: subprocess.CompletedProcess) -> tuple[floa
     return float(scalars["final/return_mean"][1][-1]), float(scalars["env_steps"][1][-1])
 
 
-def assert_learned(final: float, random_return: float = RANDOM_RETURN, margin: float = MARGIN) -> None:
+def assert_learned(final: float, random_return: float, margin: float = MARGIN) -> None:
     assert final > random_return + margin, (
         f"final return {final:.3f} over {FINAL_EPISODES} episodes is not above random ({random_return}) + {margin}: "
         f"the DIAMOND loop did not learn"
@@ -63,10 +62,10 @@ def assert_learned(final: float, random_return: float = RANDOM_RETURN, margin: f
 
 
 @pytest.mark.learning
-def test_whole_loop_learns_bombcatch_in_ci_minutes(tmp_path):
-    final, env_steps = final_return(tmp_path, fit_tiny(tmp_path, *CI_BUDGET, threads=2))
-    assert env_steps == CI_ENV_STEPS
-    assert_learned(final)
+def test_whole_loop_learns_in_ci_minutes(tmp_path):
+    final, env_steps = final_return(tmp_path, fit_tiny(tmp_path, "--config", str(CI_CONFIG), env_id=MINI_ID, threads=2))
+    assert env_steps == yaml.safe_load(CI_CONFIG.read_text())["loop"]["total_env_steps"]  # the budget was spent
+    assert_learned(final, RANDOM_RETURN[MINI_ID])
 
 
 # MiniGrid-Empty-5x5 (pip install -e ".[minigrid]"): a random policy scores 0.18 (500 episodes; it reaches the goal
@@ -74,7 +73,7 @@ def test_whole_loop_learns_bombcatch_in_ci_minutes(tmp_path):
 # nearly every episode in under ~45 steps: it walks to the goal.
 @pytest.mark.learning
 @pytest.mark.slow
-@pytest.mark.parametrize("env_id, random_return, margin", [(ENV_ID, RANDOM_RETURN, MARGIN),
+@pytest.mark.parametrize("env_id, random_return, margin", [(ENV_ID, RANDOM_RETURN[ENV_ID], MARGIN),
                                                            ("minigrid:MiniGrid-Empty-5x5-v0", 0.18, 0.4)])
 def test_tiny_config_learns_far_above_random(tmp_path, env_id, random_return, margin):
     if env_id.startswith("minigrid:"):
@@ -88,7 +87,7 @@ def test_tiny_config_learns_far_above_random(tmp_path, env_id, random_return, ma
 def scripted_policy(env) -> int:
     """Step away from a bomb over the paddle, move under the ball (reads the env's state): the best achievable play."""
     u = env.unwrapped
-    if u.stage == 2:
+    if u.stage == u.bombs:
         return int(np.sign(u.x - u.paddle)) + 1
     if u.x == u.paddle:
         return 2 if u.paddle == 0 else 0
@@ -107,34 +106,36 @@ def play_episode(env, policy, rng, seed: int) -> tuple[list[np.ndarray], list[fl
     return frames, rewards, term
 
 
-def play(policy, episodes: int, seed: int = 0) -> np.ndarray:
-    """Returns of `policy(env, rng) -> action` over `episodes` BombCatch episodes."""
+def play(policy, episodes: int, seed: int = 0, env_id: str = ENV_ID) -> np.ndarray:
+    """Returns of `policy(env, rng) -> action` over `episodes` episodes of a BombCatch env."""
     import gymnasium as gym
 
-    import diamond_pl.envs.toy  # noqa: F401 -- registers BombCatch-v0
-
-    env, rng = gym.make("BombCatch-v0"), np.random.default_rng(seed)
+    env, rng = gym.make(env_id), np.random.default_rng(seed)
     return np.array([sum(play_episode(env, policy, rng, seed + ep)[1]) for ep in range(episodes)])
 
 
-def test_bombcatch_random_and_best_returns():
-    rand = play(lambda env, rng: int(rng.integers(3)), 2000)
-    assert abs(rand.mean() - RANDOM_RETURN) < 0.05  # the constant the learning test compares against
-    assert (play(lambda env, rng: scripted_policy(env), 300) == 1.0).all()  # every episode can be won
+@pytest.mark.parametrize("env_id", [ENV_ID, MINI_ID])
+def test_bombcatch_random_and_best_returns(env_id):
+    rand = play(lambda env, rng: int(rng.integers(3)), 2000, env_id=env_id)
+    assert abs(rand.mean() - RANDOM_RETURN[env_id]) < 0.05  # the constant the learning tests compare against
+    assert (play(lambda env, rng: scripted_policy(env), 300, env_id=env_id) == 1.0).all()  # every episode can be won
 
 
-def test_bombcatch_shows_the_outcome_on_the_last_observation():
+@pytest.mark.parametrize("env_id", [ENV_ID, MINI_ID])
+def test_bombcatch_shows_the_outcome_on_the_last_observation(env_id):
     """The outcome is on the last step's observation (a frame the denoiser learns), not only on the final frame: after
-    the frame where the object lands, the paddle alone, in the outcome's colour; the final frame repeats it."""
+    the frame where the object lands, the paddle alone in the outcome's colour (BombCatch-v0) or the whole screen in
+    it (BombCatchMini-v0); the final frame repeats it."""
     import gymnasium as gym
 
-    from diamond_pl.envs.toy import BALL_RGB, BOMB_RGB, PADDLE_RGB
+    from diamond_pl.envs.toy import BALL_RGB, BOMB_RGB, CELL, PADDLE_RGB
 
     def drop(env, rng):  # dodge the bombs, then move away from the ball
         u = env.unwrapped
-        return scripted_policy(env) if u.stage < 2 else int(np.sign(u.paddle - u.x)) + 1
+        return scripted_policy(env) if u.stage < u.bombs else int(np.sign(u.paddle - u.x)) + 1
 
-    env = gym.make("BombCatch-v0")
+    env = gym.make(env_id)
+    side, fill = env.unwrapped.grid * CELL, env.unwrapped.fill
     cases = {"catch": (lambda env, rng: scripted_policy(env), BALL_RGB, 1.0), "drop": (drop, PADDLE_RGB, 0.0),
              "hit": (lambda env, rng: 1, BOMB_RGB[0], 0.0)}  # fmt: skip
     for name, (policy, colour, ret) in cases.items():
@@ -142,20 +143,25 @@ def test_bombcatch_shows_the_outcome_on_the_last_observation():
         landing, last, final = frames[-3:]
         assert rewards[-1] == ret and sum(rewards) == ret and term, name
         assert (final == last).all(), name
-        lit = np.argwhere(last.any(axis=-1))  # one 4 x 4 cell: the paddle, on the bottom row, in the outcome's colour
-        assert len(lit) == 16 and lit[:, 0].min() == 12 and tuple(last[12, lit[0][1]]) == colour, name
-        objects = [tuple(c) for c in landing[12:].reshape(-1, 3)]  # the object had landed on the step before
+        lit = np.argwhere(last.any(axis=-1))
+        if fill:  # every pixel in the outcome's colour
+            assert len(lit) == side * side and (last == np.array(colour, np.uint8)).all(), name
+        else:  # one cell: the paddle, on the bottom row, in the outcome's colour
+            bottom = side - CELL
+            assert len(lit) == CELL * CELL and lit[:, 0].min() == bottom and tuple(last[bottom, lit[0][1]]) == colour
+        objects = [tuple(c) for c in landing[side - CELL :].reshape(-1, 3)]  # the object had landed on the step before
         assert BALL_RGB in objects or BOMB_RGB[0] in objects or BOMB_RGB[1] in objects, name
 
 
-def test_bombcatch_frames_go_through_the_pixel_env_unchanged():
+@pytest.mark.parametrize("env_id, side", [(ENV_ID, 16), (MINI_ID, 8)])
+def test_bombcatch_frames_go_through_the_pixel_env_unchanged(env_id, side):
     from diamond_pl.envs.spec import EnvSpec
 
-    env = EnvSpec(env_id=ENV_ID, img_size=16).make(2, train=True, seed=0)
+    env = EnvSpec(env_id=env_id, img_size=side).make(2, train=True, seed=0)
     try:
         obs = env.reset(seed=0)
-        assert obs.shape == (2, 3, 16, 16) and obs.dtype == np.uint8 and env.num_actions == 3
-        assert set(np.unique(obs)) <= {0, 40, 140, 190, 220, 255}  # 4-pixel cells at 16 x 16: exact colours
+        assert obs.shape == (2, 3, side, side) and obs.dtype == np.uint8 and env.num_actions == 3
+        assert set(np.unique(obs)) <= {0, 40, 140, 190, 220, 255}  # 4-pixel cells at their own size: exact colours
     finally:
         env.close()
 

@@ -1,6 +1,6 @@
-"""A tiny pixel env shipped with diamond_pl, for learning checks on a CPU (`docs/learning.md`,
-`tests/test_learning_loop.py`). Use it like any user env: `--data.env_id diamond_pl.envs.toy:BombCatch-v0`
-(gymnasium imports this module, whose `register` call runs).
+"""Tiny pixel envs shipped with diamond_pl, for learning checks on a CPU (`docs/learning.md`,
+`tests/test_learning_loop.py`). Use them like any user env: `--data.env_id diamond_pl.envs.toy:BombCatch-v0`
+(gymnasium imports this module, whose `register` calls run).
 
 BombCatch-v0: a 4 x 4 grid drawn at 4 pixels per cell (16 x 16 RGB), a one-cell paddle on the bottom row that moves
 left / stays / right (actions 0 / 1 / 2). Two bombs, then a ball, fall one row per step; on the step after an object
@@ -13,6 +13,12 @@ or blue (dropped it). The next step ends the episode, with reward +1 after a cat
 or 13 steps. Every object can be handled (3 moves while it falls), so the best return is +1; a uniformly random
 policy scores 0.10 (std 0.30), and a policy that catches every ball it sees but ignores the bombs about 0.39 (it
 survives both bombs in 39 % of episodes).
+
+BombCatchMini-v0, for the CI learning test: the same game on a 2 x 2 grid (8 x 8 RGB) with one bomb, and the
+resolution frame fills the whole screen with the outcome's colour. Episodes last 3 or 5 steps; a random policy
+scores 4 / 27 = 0.15 (dodge 1 / 3, then end under the ball 4 / 9). Its world model learns in fewer updates: 40 balls
+caught per 1,000 random steps (11 in BombCatch-v0), and a whole-screen outcome weighs on the denoiser's loss where a
+one-cell one hardly does (and does not look like a ball landing on the paddle).
 
 Why it looks like this: each part of DIAMOND's loop is needed, so a broken loop shows in the return.
 - The ball is learnt only from the reward on an episode's last step: a reward stored one step late falls outside the
@@ -45,42 +51,47 @@ OUTCOME_RGB = {"hit": BOMB_RGB[0], "caught": BALL_RGB, "dropped": PADDLE_RGB}  #
 class BombCatch(gym.Env):
     metadata = {"render_modes": ["rgb_array"]}
 
-    def __init__(self, render_mode: str | None = None) -> None:
-        self.render_mode = render_mode
+    def __init__(self, render_mode: str | None = None, grid: int = GRID, bombs: int = 2, fill: bool = False) -> None:
+        if grid < 2 or bombs not in (0, 1, 2):
+            raise ValueError(f"BombCatch: grid {grid} must be >= 2 and bombs {bombs} one of 0, 1, 2")
+        self.render_mode, self.grid, self.bombs, self.fill = render_mode, grid, bombs, fill
         self.action_space = gym.spaces.Discrete(3)
-        self.observation_space = gym.spaces.Box(0, 255, (GRID * CELL, GRID * CELL, 3), np.uint8)
+        self.observation_space = gym.spaces.Box(0, 255, (grid * CELL, grid * CELL, 3), np.uint8)
 
     def _obs(self) -> np.ndarray:
-        grid = np.zeros((GRID, GRID, 3), np.uint8)
-        if self.outcome is not None:  # the resolution frame: the paddle alone, coloured by the outcome
-            grid[GRID - 1, self.paddle] = OUTCOME_RGB[self.outcome]
+        bottom = self.grid - 1
+        grid = np.zeros((self.grid, self.grid, 3), np.uint8)
+        if self.outcome is not None and self.fill:  # the resolution frame: the whole screen in the outcome's colour
+            grid[:] = OUTCOME_RGB[self.outcome]
+        elif self.outcome is not None:  # the resolution frame: the paddle alone, coloured by the outcome
+            grid[bottom, self.paddle] = OUTCOME_RGB[self.outcome]
         else:
-            grid[GRID - 1, self.paddle] = PADDLE_RGB
-            grid[self.y, self.x] = BOMB_RGB[self.stage] if self.stage < 2 else BALL_RGB  # drawn last: over the paddle
+            grid[bottom, self.paddle] = PADDLE_RGB
+            grid[self.y, self.x] = BOMB_RGB[self.stage] if self.stage < self.bombs else BALL_RGB  # over the paddle
         return np.repeat(np.repeat(grid, CELL, axis=0), CELL, axis=1)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        self.paddle = int(self.np_random.integers(GRID))
-        self.stage, self.x, self.y = 0, self.paddle, 0  # stage 0, 1: bombs; 2: the ball
+        self.paddle = int(self.np_random.integers(self.grid))
+        self.stage, self.x, self.y = 0, self.paddle, 0  # stage < bombs: a bomb; stage == bombs: the ball
         self.outcome: str | None = None  # set when an object ends the game: "hit", "caught" or "dropped"
         return self._obs(), {}
 
     def step(self, action):
         if self.outcome is not None:  # the step after the resolution frame ends the episode; the screen stays as it is
             return self._obs(), float(self.outcome == "caught"), True, False, {}
-        landed = self.y == GRID - 1  # the object reached the bottom row on the previous step: resolve it now
+        landed = self.y == self.grid - 1  # the object reached the bottom row on the previous step: resolve it now
         on_paddle = self.x == self.paddle
-        self.paddle = int(np.clip(self.paddle + int(action) - 1, 0, GRID - 1))
+        self.paddle = int(np.clip(self.paddle + int(action) - 1, 0, self.grid - 1))
         if not landed:
             self.y += 1
-        elif self.stage == 2:
+        elif self.stage == self.bombs:
             self.outcome = "caught" if on_paddle else "dropped"
         elif on_paddle:
             self.outcome = "hit"
         else:  # dodged: the next object appears at the top, over the paddle (a bomb) or in the bomb's column (the ball)
             self.stage += 1
-            self.x, self.y = (self.paddle if self.stage < 2 else self.x), 0
+            self.x, self.y = (self.paddle if self.stage < self.bombs else self.x), 0
         return self._obs(), 0.0, False, False, {}
 
     def render(self) -> np.ndarray:
@@ -88,3 +99,4 @@ class BombCatch(gym.Env):
 
 
 gym.register("BombCatch-v0", entry_point=BombCatch, max_episode_steps=100)
+gym.register("BombCatchMini-v0", entry_point=BombCatch, kwargs={"grid": 2, "bombs": 1, "fill": True}, max_episode_steps=100)
