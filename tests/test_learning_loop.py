@@ -135,7 +135,7 @@ def test_bombcatch_shows_the_outcome_on_the_last_observation(env_id):
         return scripted_policy(env) if u.stage < u.bombs else int(np.sign(u.paddle - u.x)) + 1
 
     env = gym.make(env_id)
-    side, fill = env.unwrapped.grid * CELL, env.unwrapped.fill
+    side, fill = env.unwrapped.grid * CELL, env.unwrapped.outcome_fills_screen
     cases = {"catch": (lambda env, rng: scripted_policy(env), BALL_RGB, 1.0), "drop": (drop, PADDLE_RGB, 0.0),
              "hit": (lambda env, rng: 1, BOMB_RGB[0], 0.0)}  # fmt: skip
     for name, (policy, colour, ret) in cases.items():

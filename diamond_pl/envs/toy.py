@@ -51,17 +51,20 @@ OUTCOME_RGB = {"hit": BOMB_RGB[0], "caught": BALL_RGB, "dropped": PADDLE_RGB}  #
 class BombCatch(gym.Env):
     metadata = {"render_modes": ["rgb_array"]}
 
-    def __init__(self, render_mode: str | None = None, grid: int = GRID, bombs: int = 2, fill: bool = False) -> None:
+    def __init__(
+        self, render_mode: str | None = None, grid: int = GRID, bombs: int = 2, outcome_fills_screen: bool = False
+    ) -> None:
         if grid < 2 or bombs not in (0, 1, 2):
             raise ValueError(f"BombCatch: grid {grid} must be >= 2 and bombs {bombs} one of 0, 1, 2")
-        self.render_mode, self.grid, self.bombs, self.fill = render_mode, grid, bombs, fill
+        self.render_mode, self.grid, self.bombs = render_mode, grid, bombs
+        self.outcome_fills_screen = outcome_fills_screen
         self.action_space = gym.spaces.Discrete(3)
         self.observation_space = gym.spaces.Box(0, 255, (grid * CELL, grid * CELL, 3), np.uint8)
 
     def _obs(self) -> np.ndarray:
         bottom = self.grid - 1
         grid = np.zeros((self.grid, self.grid, 3), np.uint8)
-        if self.outcome is not None and self.fill:  # the resolution frame: the whole screen in the outcome's colour
+        if self.outcome is not None and self.outcome_fills_screen:  # the resolution frame: the screen in its colour
             grid[:] = OUTCOME_RGB[self.outcome]
         elif self.outcome is not None:  # the resolution frame: the paddle alone, coloured by the outcome
             grid[bottom, self.paddle] = OUTCOME_RGB[self.outcome]
@@ -99,4 +102,7 @@ class BombCatch(gym.Env):
 
 
 gym.register("BombCatch-v0", entry_point=BombCatch, max_episode_steps=100)
-gym.register("BombCatchMini-v0", entry_point=BombCatch, kwargs={"grid": 2, "bombs": 1, "fill": True}, max_episode_steps=100)
+gym.register(
+    "BombCatchMini-v0", entry_point=BombCatch, kwargs={"grid": 2, "bombs": 1, "outcome_fills_screen": True},
+    max_episode_steps=100,
+)
