@@ -16,9 +16,10 @@ survives both bombs in 39 % of episodes).
 
 BombCatchMini-v0, for the CI learning test: the same game on a 2 x 2 grid (8 x 8 RGB) with one bomb, and the
 resolution frame fills the whole screen with the outcome's colour. Episodes last 3 or 5 steps; a random policy
-scores 4 / 27 = 0.15 (dodge 1 / 3, then end under the ball 4 / 9). Its world model learns in fewer updates: 40 balls
-caught per 1,000 random steps (11 in BombCatch-v0), and a whole-screen outcome weighs on the denoiser's loss where a
-one-cell one hardly does (and does not look like a ball landing on the paddle).
+scores 4 / 27 = 0.15 (dodge 1 / 3, then end under the ball 4 / 9). Its world model learns in fewer updates
+(docs/learning.md, "The learning test"): random play catches 40 balls per 1,000 steps (11 in BombCatch-v0), and a
+whole-screen outcome weighs on the denoiser's loss where a one-cell one hardly does (and does not look like a ball
+landing on the paddle).
 
 Why it looks like this: each part of DIAMOND's loop is needed, so a broken loop shows in the return.
 - The ball is learnt only from the reward on an episode's last step: a reward stored one step late falls outside the
@@ -45,7 +46,7 @@ GRID, CELL = 4, 4
 BOMB_RGB = ((255, 40, 40), (190, 0, 255))  # first and second bomb: different colours, so a frame tells which comes next
 BALL_RGB = (255, 220, 0)
 PADDLE_RGB = (0, 140, 255)
-OUTCOME_RGB = {"hit": BOMB_RGB[0], "caught": BALL_RGB, "dropped": PADDLE_RGB}  # paddle colour on the resolution frame
+OUTCOME_RGB = {"hit": BOMB_RGB[0], "caught": BALL_RGB, "dropped": PADDLE_RGB}  # the resolution frame: the paddle (or screen) colour
 
 
 class BombCatch(gym.Env):
@@ -54,8 +55,10 @@ class BombCatch(gym.Env):
     def __init__(
         self, render_mode: str | None = None, grid: int = GRID, bombs: int = 2, outcome_fills_screen: bool = False
     ) -> None:
-        if grid < 2 or bombs not in (0, 1, 2):
-            raise ValueError(f"BombCatch: grid {grid} must be >= 2 and bombs {bombs} one of 0, 1, 2")
+        if grid < 2:
+            raise ValueError(f"BombCatch: grid {grid} must be >= 2")
+        if bombs not in (0, 1, 2):
+            raise ValueError(f"BombCatch: bombs {bombs} must be 0, 1 or 2 (there are two bomb colours)")
         self.render_mode, self.grid, self.bombs = render_mode, grid, bombs
         self.outcome_fills_screen = outcome_fills_screen
         self.action_space = gym.spaces.Discrete(3)
@@ -63,15 +66,15 @@ class BombCatch(gym.Env):
 
     def _obs(self) -> np.ndarray:
         bottom = self.grid - 1
-        grid = np.zeros((self.grid, self.grid, 3), np.uint8)
+        cells = np.zeros((self.grid, self.grid, 3), np.uint8)
         if self.outcome is not None and self.outcome_fills_screen:  # the resolution frame: the screen in its colour
-            grid[:] = OUTCOME_RGB[self.outcome]
+            cells[:] = OUTCOME_RGB[self.outcome]
         elif self.outcome is not None:  # the resolution frame: the paddle alone, coloured by the outcome
-            grid[bottom, self.paddle] = OUTCOME_RGB[self.outcome]
+            cells[bottom, self.paddle] = OUTCOME_RGB[self.outcome]
         else:
-            grid[bottom, self.paddle] = PADDLE_RGB
-            grid[self.y, self.x] = BOMB_RGB[self.stage] if self.stage < self.bombs else BALL_RGB  # over the paddle
-        return np.repeat(np.repeat(grid, CELL, axis=0), CELL, axis=1)
+            cells[bottom, self.paddle] = PADDLE_RGB
+            cells[self.y, self.x] = BOMB_RGB[self.stage] if self.stage < self.bombs else BALL_RGB  # over the paddle
+        return np.repeat(np.repeat(cells, CELL, axis=0), CELL, axis=1)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
