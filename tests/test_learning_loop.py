@@ -3,7 +3,7 @@ DIAMOND loop (random collection -> denoiser -> reward/end -> actor-critic in ima
 return far above a random policy's.
 
 Two tests:
-- `test_whole_loop_learns_in_ci_minutes` (default suite, about 4 minutes on 2 cores): tiny.yaml with
+- `test_whole_loop_learns_in_ci_minutes` (default suite, 4.5 minutes on 2 cores): tiny.yaml with
   `tests/tiny_ci.yaml` on BombCatchMini-v0, 1,000 real steps.
 - `test_tiny_config_learns_far_above_random` (marker `slow`): tiny.yaml as shipped, 2,000 real steps (about 20
   CPU-minutes each), on BombCatch-v0 and on MiniGrid-Empty-5x5 (docs/learning.md gives their results over seeds).
