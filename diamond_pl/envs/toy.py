@@ -46,7 +46,7 @@ GRID, CELL = 4, 4
 BOMB_RGB = ((255, 40, 40), (190, 0, 255))  # first and second bomb: different colours, so a frame tells which comes next
 BALL_RGB = (255, 220, 0)
 PADDLE_RGB = (0, 140, 255)
-OUTCOME_RGB = {"hit": BOMB_RGB[0], "caught": BALL_RGB, "dropped": PADDLE_RGB}  # the resolution frame: the paddle (or screen) colour
+OUTCOME_RGB = {"hit": BOMB_RGB[0], "caught": BALL_RGB, "dropped": PADDLE_RGB}  # resolution frame colour
 
 
 class BombCatch(gym.Env):
