@@ -67,13 +67,13 @@ class BombCatch(gym.Env):
     def _obs(self) -> np.ndarray:
         bottom = self.grid - 1
         cells = np.zeros((self.grid, self.grid, 3), np.uint8)
-        if self.outcome is not None and self.outcome_fills_screen:  # the resolution frame: the screen in its colour
-            cells[:] = OUTCOME_RGB[self.outcome]
-        elif self.outcome is not None:  # the resolution frame: the paddle alone, coloured by the outcome
-            cells[bottom, self.paddle] = OUTCOME_RGB[self.outcome]
-        else:
+        if self.outcome is None:
             cells[bottom, self.paddle] = PADDLE_RGB
             cells[self.y, self.x] = BOMB_RGB[self.stage] if self.stage < self.bombs else BALL_RGB  # over the paddle
+        elif self.outcome_fills_screen:  # the resolution frame: the whole screen in the outcome's colour
+            cells[:] = OUTCOME_RGB[self.outcome]
+        else:  # the resolution frame: the paddle alone, coloured by the outcome
+            cells[bottom, self.paddle] = OUTCOME_RGB[self.outcome]
         return np.repeat(np.repeat(cells, CELL, axis=0), CELL, axis=1)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
